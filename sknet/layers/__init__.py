@@ -1,0 +1,15 @@
+"""Reusable layers: nothing here imports from :mod:`sknet.models`."""
+
+from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.se import SqueezeExcite
+from sknet.layers.sk_conv import DEFAULT_BRANCHES, SKAttention, SKConv, fuse_dim, parse_branches
+
+__all__ = [
+    "DEFAULT_BRANCHES",
+    "ConvBnAct",
+    "SKAttention",
+    "SKConv",
+    "SqueezeExcite",
+    "fuse_dim",
+    "parse_branches",
+]

@@ -1,0 +1,137 @@
+"""The Selective Kernel convolution (Section 3.1, Eqs. 1-6, Figure 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from sknet.layers.conv_bn import ConvBnAct
+
+Branch = tuple[int, int, int]
+"""One Split branch: ``(kernel_size, dilation, groups)``."""
+
+DEFAULT_BRANCHES: tuple[Branch, ...] = ((3, 1, 32), (3, 2, 32))
+"""SK[2, 32, r]: a 3x3 and a "5x5" realised as 3x3 with dilation 2, both with G = 32."""
+
+
+def fuse_dim(channels: int, reduction: int, min_dim: int) -> int:
+    """Width d of the compact feature z, Eq. 4: ``d = max(C / r, L)``."""
+    return max(channels // reduction, min_dim)
+
+
+def parse_branches(branches: Sequence[Sequence[int]]) -> tuple[Branch, ...]:
+    """Validate a branch list such as ``[(3, 1, 32), (3, 2, 32)]`` and return it as tuples."""
+    parsed = []
+    for branch in branches:
+        if len(branch) != 3 or not all(isinstance(v, int) and v >= 1 for v in branch):
+            raise ValueError(
+                f"SK branch {tuple(branch)!r} must be three positive ints "
+                "(kernel, dilation, groups)"
+            )
+        parsed.append((branch[0], branch[1], branch[2]))
+    if not parsed:
+        raise ValueError("SK needs at least one branch (kernel, dilation, groups)")
+    return tuple(parsed)
+
+
+class SKAttention(nn.Module):
+    """Fuse (Eq. 3) and Select (Eq. 5): channel statistics ``s`` -> softmax weights ``[N, M, C]``.
+
+    ``fuse`` is ``z = ReLU(BN(W s))`` with ``W`` in R^{d x C} (a 1x1 conv without bias); ``select``
+    stacks the M matrices ``A_m`` in R^{C x d} into one 1x1 conv to ``M * C`` channels (the same
+    parameters). The module's output is the attention itself, so a forward hook on it sees the
+    weights the network used, summing to one over the branch axis.
+
+    Args:
+        channels: C, channels of every branch.
+        num_branches: M >= 2.
+        reduction: r of Eq. 4.
+        min_dim: L of Eq. 4.
+    """
+
+    def __init__(self, channels: int, num_branches: int, reduction: int = 16, min_dim: int = 32):
+        super().__init__()
+        if num_branches < 2:
+            raise ValueError(f"SKAttention needs M >= 2 branches, got {num_branches}")
+        self.channels = channels
+        self.num_branches = num_branches
+        dim = fuse_dim(channels, reduction, min_dim)
+        self.fuse = ConvBnAct(channels, dim, 1)
+        self.select = nn.Conv2d(dim, num_branches * channels, 1, bias=False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        """Map pooled statistics ``s`` ([N, C] or [N, C, 1, 1], Eq. 2) to weights [N, M, C]."""
+        batch = s.shape[0]
+        if self.training and batch == 1:
+            raise ValueError(
+                "SKConv in training mode needs a batch of at least 2: the fuse BatchNorm (Eq. 3) "
+                "normalises one value per channel over the batch; use a larger batch, drop the "
+                "last incomplete batch, or call model.eval()"
+            )
+        logits = self.select(self.fuse(s.reshape(batch, self.channels, 1, 1)))
+        return logits.view(batch, self.num_branches, self.channels).softmax(dim=1)
+
+
+class SKConv(nn.Module):
+    """Selective Kernel convolution: Split, Fuse, Select.
+
+    Split runs M branches ``ConvBnAct(kernel, dilation, groups)`` on the same input, each with the
+    given stride. With attention, the output is ``V = sum_m a_m * U_m`` (Eq. 6) where the
+    weights ``a`` come from :class:`SKAttention` applied to the global average pool of
+    ``U = sum_m U_m`` (Eqs. 1-2). With ``attention=False`` the output is the naive sum U of
+    Table 7 and the layer has no fuse/select parameters. With one branch it is a plain
+    conv + BN + ReLU.
+
+    Args:
+        in_channels: input channels.
+        out_channels: C, channels of every branch and of the output.
+        stride: stride of every branch.
+        branches: ``(kernel_size, dilation, groups)`` per branch; SK[M, G, r] is M branches of G
+            groups.
+        reduction: r of Eq. 4.
+        min_dim: L of Eq. 4.
+        attention: select with softmax attention (True) or sum the branches (False).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        branches: Sequence[Sequence[int]] = DEFAULT_BRANCHES,
+        reduction: int = 16,
+        min_dim: int = 32,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.branch_specs = parse_branches(branches)
+        self.branches = nn.ModuleList(
+            ConvBnAct(in_channels, out_channels, kernel, stride, dilation, groups)
+            for kernel, dilation, groups in self.branch_specs
+        )
+        use_attention = attention and len(self.branch_specs) > 1
+        self.attention = (
+            SKAttention(out_channels, len(self.branch_specs), reduction, min_dim)
+            if use_attention
+            else None
+        )
+
+    @property
+    def receptive_fields(self) -> list[int]:
+        """Effective kernel extent ``dilation * (kernel - 1) + 1`` of each branch."""
+        return [d * (k - 1) + 1 for k, d, _ in self.branch_specs]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [branch(x) for branch in self.branches]
+        fused = features[0]
+        for feature in features[1:]:
+            fused = fused + feature
+        if self.attention is None:
+            return fused
+        weights = self.attention(fused.mean((2, 3)))
+        out = features[0] * weights[:, 0, :, None, None]
+        for index, feature in enumerate(features[1:], start=1):
+            out = out + feature * weights[:, index, :, None, None]
+        return out

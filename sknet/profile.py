@@ -1,0 +1,223 @@
+"""Parameters and multiply-adds of every model, beside the numbers the paper prints.
+
+Multiply-adds (MACs) come from :class:`torch.utils.flop_counter.FlopCounterMode` (which counts
+convolutions and matrix products, two FLOPs per multiply-add) on the meta device, so even
+SKNet-101 is counted in well under a second without allocating its weights.
+
+The paper's FLOPs are multiply-adds, but its rows come from two counting conventions (see
+``docs/reproducing.md``), and :data:`COUNTING` makes each one a computed sum of parts:
+
+* ``"sk"``: the SK authors' own count (Tables 3, 6, 7, SKNet rows): convolutions and fc layers
+  plus the Select of Eq. 6, ``V = sum_m a_m U_m``, one multiply-add per branch and output element.
+* ``"senet"``: rows the paper quotes from SENet (ResNeXt-50/101, SENet-50/101): convolutions and fc
+  layers plus one multiply-add per BatchNorm output element and one per SE-gated element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from sknet.layers import SKConv, SqueezeExcite
+from sknet.models import create_model, get_entry, paper_rows
+from sknet.models.registry import Paper, PaperRow
+
+COUNTING: dict[str, tuple[str, ...]] = {
+    "sk": ("select_macs",),
+    "senet": ("bn_macs", "gate_macs"),
+}
+"""Which element-wise parts, on top of conv/fc MACs, each paper counting convention includes."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Size and cost of one forward pass of one image.
+
+    Attributes:
+        params: learnable parameters.
+        macs: conv and fc multiply-adds (``FlopCounterMode`` FLOPs / 2).
+        bn_macs: BatchNorm output elements (one multiply-add each in inference).
+        select_macs: SK Select multiply-adds: M per output element of each attention SK conv.
+        gate_macs: SE-gated elements (one multiply each).
+    """
+
+    params: int
+    macs: int
+    bn_macs: int
+    select_macs: int
+    gate_macs: int
+
+    def counted(self, convention: str) -> int:
+        """Multiply-adds as the given paper convention counts them (see :data:`COUNTING`)."""
+        return self.macs + sum(getattr(self, part) for part in COUNTING[convention])
+
+
+def profile_model(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> Profile:
+    """Count parameters and multiply-adds of ``model`` on a ``1 x in_chans x S x S`` input.
+
+    The model is run in eval mode on the device of its parameters (use the meta device for
+    large models: nothing is computed, only shapes).
+    """
+    parts = {"bn_macs": 0, "select_macs": 0, "gate_macs": 0}
+
+    def adder(part: str, factor: int = 1):
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            parts[part] += output.numel() * factor
+
+        return hook
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            handles.append(module.register_forward_hook(adder("bn_macs")))
+        elif isinstance(module, SKConv) and module.attention is not None:
+            factor = len(module.branches)
+            handles.append(module.register_forward_hook(adder("select_macs", factor)))
+        elif isinstance(module, SqueezeExcite):
+            handles.append(module.register_forward_hook(adder("gate_macs")))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, in_chans, input_size, input_size, device=device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    params = sum(p.numel() for p in model.parameters())
+    return Profile(params, counter.get_total_flops() // 2, **parts)
+
+
+def profile(name: str, input_size: int | None = None, **kwargs: Any) -> Profile:
+    """Profile a registered model by name, built on the meta device: ``profile("sknet50")``."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    if input_size is None:
+        paper = get_entry(name).paper
+        input_size = paper.input_size if paper else 224
+    return profile_model(model, input_size)
+
+
+_UNITS = {"K": 1e3, "M": 1e6, "G": 1e9}
+
+
+@dataclass(frozen=True)
+class Printed:
+    """A number as the paper prints it, e.g. ``"27.5M"``: its value and half a last digit."""
+
+    text: str
+
+    @property
+    def scale(self) -> float:
+        return _UNITS[self.text[-1]]
+
+    @property
+    def value(self) -> float:
+        return float(self.text[:-1]) * self.scale
+
+    @property
+    def tolerance(self) -> float:
+        digits = self.text[:-1]
+        decimals = len(digits.split(".")[1]) if "." in digits else 0
+        return 0.5 * 10**-decimals * self.scale
+
+    def matches(self, count: float) -> bool:
+        """Whether ``count`` rounds to the printed figure (ties either way)."""
+        return abs(count - self.value) <= self.tolerance * (1 + 1e-9)
+
+    def format(self, count: float) -> str:
+        """``count`` in this figure's unit, two more decimals than printed."""
+        digits = self.text[:-1]
+        decimals = (len(digits.split(".")[1]) if "." in digits else 0) + 2
+        return f"{count / self.scale:.{decimals}f}{self.text[-1]}"
+
+
+@dataclass(frozen=True)
+class RowReport:
+    """One profiled table row: our counts, the paper's, and whether they agree."""
+
+    row: PaperRow
+    profile: Profile
+    params_status: str
+    flops_status: str
+
+    @property
+    def ok(self) -> bool:
+        return "OFF" not in (self.params_status, self.flops_status)
+
+
+def _status(printed: str | None, count: float, derived: str | None) -> str:
+    """``ok`` when the count rounds to the paper, ``documented`` when it rounds to the documented
+    derivation instead, ``OFF`` otherwise, ``-`` when the paper prints nothing."""
+    if printed is None:
+        return "-"
+    if Printed(printed).matches(count):
+        return "ok"
+    if derived is not None and Printed(derived).matches(count):
+        return "documented"
+    return "OFF"
+
+
+def check_row(row: PaperRow) -> RowReport:
+    """Profile one table row and compare it with the paper at the paper's printed precision."""
+    paper: Paper = row.paper
+    result = profile(row.model, paper.input_size, **row.kwargs)
+    derivation = paper.derivation
+    params_status = _status(
+        paper.params, result.params, derivation.params if derivation else None
+    )
+    flops_status = _status(
+        paper.flops, result.counted(paper.counting), derivation.flops if derivation else None
+    )
+    return RowReport(row, result, params_status, flops_status)
+
+
+def report(pattern: str = "") -> list[RowReport]:
+    """Check every paper row whose label contains ``pattern``."""
+    return [check_row(row) for row in paper_rows() if pattern in row.label]
+
+
+def format_table(reports: Iterable[RowReport]) -> str:
+    """A Markdown table: ours beside the paper, with the check status of each number."""
+    header = (
+        "| row | source | ours #P | paper #P | diff | #P | ours MACs (conv+fc) | ours as counted "
+        "| paper FLOPs | diff | FLOPs | counting |\n" + "|---" * 12 + "|"
+    )
+    lines = [header]
+    for item in reports:
+        paper, prof = item.row.paper, item.profile
+        params_unit = Printed(paper.params) if paper.params else Printed("0.00M")
+        flops_unit = Printed(paper.flops) if paper.flops else Printed("0.00G")
+        counted = prof.counted(paper.counting)
+        lines.append(
+            f"| {item.row.label} | {paper.source} | {params_unit.format(prof.params)} | "
+            f"{paper.params or '-'} | {_difference(prof.params, paper.params)} | "
+            f"{item.params_status} | {flops_unit.format(prof.macs)} | "
+            f"{flops_unit.format(counted)} | {paper.flops or '-'} | "
+            f"{_difference(counted, paper.flops)} | {item.flops_status} | {paper.counting} |"
+        )
+    return "\n".join(lines)
+
+
+def _difference(count: float, printed: str | None) -> str:
+    """``count`` minus the printed figure, in percent of it."""
+    if printed is None:
+        return "-"
+    return f"{100 * (count - Printed(printed).value) / Printed(printed).value:+.2f}%"
+
+
+def format_derivations(reports: Iterable[RowReport]) -> str:
+    """The documented derivation of every row that is not an exact match."""
+    notes = []
+    for item in reports:
+        derivation = item.row.paper.derivation
+        if derivation and "documented" in (item.params_status, item.flops_status):
+            notes.append(f"- **{item.row.label}**: {derivation.why}")
+    return "\n".join(notes)
+

@@ -1,0 +1,58 @@
+import pytest
+
+from sknet.cli import main
+from sknet.models import paper_rows
+from sknet.profile import Printed, check_row, profile, report
+
+
+def test_sknet50_matches_the_official_release():
+    counts = profile("sknet50")
+    assert counts.params == 27_479_784
+    assert round(counts.macs / 1e9, 2) == 4.46
+    assert round(counts.counted("sk") / 1e9, 2) == 4.47
+
+
+def test_resnext50_and_the_sk_overhead():
+    base, sk = profile("resnext50_32x4d"), profile("sknet50")
+    assert base.params == 25_028_904
+    assert round(base.macs / 1e9, 2) == 4.23 and round(base.counted("senet") / 1e9, 2) == 4.24
+    assert 0.09 < sk.params / base.params - 1 < 0.11  # "~10% parameters"
+    assert 0.04 < sk.macs / base.macs - 1 < 0.06  # "~5% computation"
+
+
+def test_known_public_counts():
+    assert round(profile("sknet101").params / 1e6, 2) == 48.74
+    assert round(profile("seresnext50_32x4d").params / 1e6, 2) == 27.56
+
+
+def test_every_paper_row_passes_the_check():
+    reports = report()
+    tables = [r.row.paper.source for r in reports]
+    assert tables.count("Table 6") == 5 and tables.count("Table 7") == 11
+    off = [r.row.label for r in reports if not r.ok]
+    assert not off
+
+
+def test_check_fails_on_an_undocumented_gap():
+    row = next(r for r in paper_rows() if r.label == "T7 K3+K5 SK")
+    wrong = type(row)(row.label, row.model, {**row.kwargs, "reduction": 4}, row.paper)
+    assert not check_row(wrong).ok
+
+
+def test_printed_precision():
+    assert Printed("27.5M").matches(27_479_784)
+    assert not Printed("27.6M").matches(27_549_352)
+    assert Printed("4.47G").matches(4.4682e9)
+    assert Printed("40.39M").tolerance == pytest.approx(5e3)
+
+
+def test_cli_profile_check(capsys):
+    assert main(["profile", "--check", "--rows", "T6"]) == 0
+    out = capsys.readouterr().out
+    assert "T6 K3 + 5x5 D1 G64" in out and "documented" in out
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert main(["profile", "--rows", "no such row"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sknet profile: error:")
