@@ -87,4 +87,4 @@ def test_list_models_has_the_paper_zoo():
         "resnext50_32x4d", "resnext101_32x4d", "seresnext50_32x4d", "seresnext101_32x4d",
         "sknet26", "sknet50", "sknet101", "resnext50_36x4d", "resnext56_32x4d",
     } <= names
-    assert list_models("sknet") == ["sknet101", "sknet26", "sknet50"]
+    assert list_models("sknet") == ["sknet101", "sknet26", "sknet29", "sknet50"]

@@ -1,6 +1,13 @@
 """Networks built from :mod:`sknet.layers`; importing this registers every model."""
 
-from sknet.models import zoo_imagenet  # noqa: F401  (registers the ImageNet models)
+# Importing a zoo registers its models; the order is the order of `sknet profile`'s rows.
+from sknet.models import zoo_imagenet  # noqa: F401  (Tables 1-3, 6, 7)
+
+# isort: split
+from sknet.models import zoo_lightweight  # noqa: F401  (Table 4)
+
+# isort: split
+from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
 from sknet.models.base import Backbone, FeatureExtractor
 from sknet.models.registry import (
     Derivation,
@@ -15,6 +22,7 @@ from sknet.models.registry import (
     register_paper_row,
 )
 from sknet.models.resnext import Bottleneck, ResNeXt
+from sknet.models.shufflenet import ShuffleNetV2, ShuffleUnit
 
 __all__ = [
     "Backbone",
@@ -25,6 +33,8 @@ __all__ = [
     "Paper",
     "PaperRow",
     "ResNeXt",
+    "ShuffleNetV2",
+    "ShuffleUnit",
     "create_model",
     "get_entry",
     "list_models",
