@@ -1,5 +1,6 @@
 """sknet: Selective Kernel Networks (Li, Wang, Hu, Yang; CVPR 2019) in PyTorch."""
 
+from sknet.convert import Replacement, convert_to_sk
 from sknet.layers import SKAttention, SKConv
 from sknet.models import create_model, list_models
 from sknet.profile import profile, profile_model
@@ -7,9 +8,11 @@ from sknet.profile import profile, profile_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "Replacement",
     "SKAttention",
     "SKConv",
     "__version__",
+    "convert_to_sk",
     "create_model",
     "list_models",
     "profile",
