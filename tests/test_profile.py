@@ -1,8 +1,17 @@
+from pathlib import Path
+
 import pytest
 
 from sknet.cli import main
-from sknet.models import paper_rows
-from sknet.profile import Printed, check_row, profile, report
+from sknet.models import list_models, paper_rows
+from sknet.profile import Printed, check_row, format_table, profile, report
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproducing.md"
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return report()
 
 
 def test_sknet50_matches_the_official_release():
@@ -25,12 +34,25 @@ def test_known_public_counts():
     assert round(profile("seresnext50_32x4d").params / 1e6, 2) == 27.56
 
 
-def test_every_paper_row_passes_the_check():
-    reports = report()
-    tables = [r.row.paper.source for r in reports]
+def test_every_paper_row_passes_the_check(reports):
+    tables = [r.row.paper.source.split(" (")[0] for r in reports]
     assert tables.count("Table 6") == 5 and tables.count("Table 7") == 11
+    assert tables.count("Table 4") == 8  # 2 widths x (original, SK authors', +SE, +SK)
+    assert tables.count("Table 5") == 10  # 5 models x (10, 100 classes)
     off = [r.row.label for r in reports if not r.ok]
     assert not off
+
+
+def test_every_new_model_has_a_profile_row(reports):
+    labels = {r.row.label for r in reports}
+    new = {"sknet26", "sknet29", "senet29"} | set(list_models("resnext29"))
+    new |= set(list_models("shufflenet"))
+    assert len(new) == 12 and new <= labels
+
+
+def test_docs_show_the_current_table(reports):
+    """docs/reproducing.md holds the output of `sknet profile`; regenerate it when this fails."""
+    assert format_table(reports) in DOCS.read_text()
 
 
 def test_check_fails_on_an_undocumented_gap():
