@@ -9,6 +9,7 @@ docs/reproducing.md for the discussion.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from sknet.models.registry import Derivation, Paper, register_model, register_paper_row
 from sknet.models.resnext import ResNeXt
@@ -22,22 +23,27 @@ NO_BN_COUNT = (
     "the ResNeXt paper's CIFAR figures (8x64d, 16x64d) are consistent with a count without BN's "
     "affine parameters"
 )
-SKNET29_WHY = (
-    "SK[2,32,16] with L=32 on ResNeXt-29 16x32d: two G=32 branches hold as many weights as the "
-    "16-group 3x3 they replace (2 x 9C^2/32 = 9C^2/16), so each unit adds only the second "
-    "branch's BN (2C) and the attention, d = max(C/16, 32) = 32/64/128 for C = 512/1024/2048, "
-    "fuse dC + 2d, select 2dC: over the nine units 21,504 + 1,344 + 3 x 1,032,192 = 3,119,424 "
-    "on top of the backbone. The printed 27.7M would need about 2.5M of attention, which no "
-    "standard setting gives: r=32 gives 26.78M, a single select matrix (sigmoid, M=2) 27.22M; "
-    "only an unusual r=20 (d = 32/51/102) lands on 27.66M"
-)
+
+
+def _sknet29_why(head: str, total: str) -> str:
+    """The SKNet-29 gap for one classifier head."""
+    return (
+        "SK[2,32,16] with L=32 on ResNeXt-29 16x32d: two G=32 branches hold as many weights as "
+        "the 16-group 3x3 they replace (2 x 9C^2/32 = 9C^2/16), so each unit adds only the "
+        "second branch's BN (2C) and the attention, d = max(C/16, 32) = 32/64/128 for C = "
+        "512/1024/2048, fuse dC + 2d, select 2dC: over the nine units 21,504 + 1,344 + 3 x "
+        f"1,032,192 = 3,119,424, so {total} parameters with a {head}-class fc. The printed 27.7M "
+        "would need about 2.5M of attention, which no standard setting gives: r=32 gives 26.78M, "
+        "a single select matrix (sigmoid, M=2) 27.22M; only an unusual r=20 (d = 32/51/102) "
+        "lands on 27.66M"
+    )
 
 
 def _cifar(
     name: str,
     paper: Paper,
     derivation_100: Derivation | None = None,
-    **config,
+    **config: Any,
 ) -> None:
     """Register a CIFAR model (10 classes by default) and its 100-class paper row.
 
@@ -111,9 +117,9 @@ _cifar(
     "sknet29",
     Paper(
         "Table 5", "27.7M", cifar10_err=3.47, cifar100_err=17.33, input_size=32,
-        derivation=Derivation(f"{SKNET29_WHY}; with a 10-class fc 28,256,394", params="28.26M"),
+        derivation=Derivation(_sknet29_why("10", "28,256,394"), params="28.26M"),
     ),
-    Derivation(f"{SKNET29_WHY}; with a 100-class fc 28,348,644", params="28.35M"),
+    Derivation(_sknet29_why("100", "28,348,644"), params="28.35M"),
     cardinality=16, base_width=32, **SK_2_32_16,
 )
 
