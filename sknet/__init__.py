@@ -1,7 +1,7 @@
 """sknet: Selective Kernel Networks (Li, Wang, Hu, Yang; CVPR 2019) in PyTorch."""
 
 from sknet.layers import SKAttention, SKConv
-from sknet.models import create_model, list_models
+from sknet.models import create_model, list_models, load_pretrained, save_pretrained
 from sknet.profile import profile, profile_model
 
 __version__ = "0.1.0"
@@ -12,6 +12,8 @@ __all__ = [
     "__version__",
     "create_model",
     "list_models",
+    "load_pretrained",
     "profile",
     "profile_model",
+    "save_pretrained",
 ]

@@ -1,7 +1,8 @@
 """Networks built from :mod:`sknet.layers`; importing this registers every model."""
 
-from sknet.models import zoo_imagenet  # noqa: F401  (registers the ImageNet models)
+from sknet.models import zoo_digits, zoo_imagenet  # noqa: F401  (register the models)
 from sknet.models.base import Backbone, FeatureExtractor
+from sknet.models.pretrained import load_pretrained, read_config, save_pretrained
 from sknet.models.registry import (
     Derivation,
     ModelEntry,
@@ -28,7 +29,10 @@ __all__ = [
     "create_model",
     "get_entry",
     "list_models",
+    "load_pretrained",
     "paper_rows",
+    "read_config",
     "register_model",
     "register_paper_row",
+    "save_pretrained",
 ]
