@@ -368,8 +368,10 @@ def measure(
     was_training = model.training
     model.eval()
     sums = [0.0, 0.0, 0.0, 0.0]  # top-1 correct, top-5 correct, images, skipped
+    skipped_paths: list[str] = []
     for images, targets, skipped in loader:
         sums[3] += len(skipped)
+        skipped_paths.extend(item.path for item in skipped)
         if not len(images):
             continue
         images = images.to(device, non_blocking=True)
@@ -390,6 +392,7 @@ def measure(
         "top5_err": 100.0 * (1 - top5 / count),
         "images": int(count),
         "skipped": int(skipped),
+        "skipped_paths": skipped_paths,  # this process's
     }
 
 
@@ -482,16 +485,16 @@ class _Trainer:
         classes = len(self.source.class_names)
         if state is not None:
             saved = state["model_config"]
-            if saved["name"] != config.model or dict(saved["kwargs"]) != kwargs:
-                raise ValueError(
-                    f"--resume: the checkpoint is of model {saved['name']!r} "
-                    f"{dict(saved['kwargs']) or ''}, not {config.model!r} {kwargs or ''}; "
-                    "resume with the same --model and --model-kwargs or start a new --out"
-                )
             if saved["num_classes"] != classes:
                 raise ValueError(
                     f"--resume: the checkpoint has {saved['num_classes']} classes but --data "
                     f"{config.data} has {classes}; resume on the data it was trained on"
+                )
+            if saved["name"] != config.model or dict(saved["kwargs"]) != kwargs:
+                raise ValueError(
+                    f"--resume: the checkpoint is of model {saved['name']!r} "
+                    f"{dict(saved['kwargs']) or ''}, not {config.model!r} {kwargs or ''}; "
+                    "resume with the same --model, --model-kwargs and --data, or start a new --out"
                 )
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -640,6 +643,14 @@ class _Trainer:
             f"{self.step}; {kept}; lower --lr (now {lr_at(self.epoch, self.config):g})"
         )
 
+    def _gather_skipped(self, more: list[str]) -> None:
+        """Add ``more`` unreadable files, and every other process's, to :attr:`skipped`."""
+        self.skipped.update(more)
+        if self.processes.world_size > 1:
+            everyone: list[set[str] | None] = [None] * self.processes.world_size
+            dist.all_gather_object(everyone, self.skipped)
+            self.skipped = set().union(*everyone)
+
     def _share_buffers(self) -> None:
         """Give every process rank 0's BatchNorm statistics, the ones that get saved.
 
@@ -716,6 +727,7 @@ class _Trainer:
             self.model, self.val_loader, self.device, self.processes, config.channels_last,
             self.amp_dtype if config.amp else None,
         )
+        self._gather_skipped(metrics["skipped_paths"])
         row = {
             "epoch": self.epoch + 1,
             "lr": lr,
@@ -736,7 +748,7 @@ class _Trainer:
             f"{row['train_loss']:.4f}  val top-1 err {row['val_top1_err']:.2f}%  top-5 err "
             f"{row['val_top5_err']:.2f}%  {row['img_per_s']:.0f} img/s  {row['seconds']:.1f} s"
         )
-        if metrics["skipped"] or len(self.skipped):
+        if self.skipped:
             self.log(f"  {len(self.skipped)} unreadable file(s) skipped so far, listed in "
                      f"{self.out / 'skipped_files.txt'}")
 
