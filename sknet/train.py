@@ -602,6 +602,8 @@ class _Trainer:
             "best_epoch": best.get("epoch"),
             "top1_err": best.get("val_top1_err"),
             "top5_err": best.get("val_top5_err"),
+            "last_top1_err": self.history[-1]["val_top1_err"] if self.history else None,
+            "last_top5_err": self.history[-1]["val_top5_err"] if self.history else None,
             "input_size": self.config.input_size,
             "eval": (final or {}).get("eval", {}),
             "train_seconds": sum(row["seconds"] for row in self.history),
@@ -671,7 +673,8 @@ class _Trainer:
             for item in skipped:
                 if item.path not in self.skipped:
                     self.skipped.add(item.path)
-                    progress.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+                    if self.processes.main:
+                        progress.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
             yield images, targets
 
     def _train_epoch(self) -> None:
