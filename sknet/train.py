@@ -429,6 +429,8 @@ class _Trainer:
         self.command = command
         self.out = Path(config.out)
         self.device = processes.device
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
         self.model = self._build_model(state)
         self.optimizer = torch.optim.SGD(

@@ -118,3 +118,19 @@ def test_cifar_is_never_downloaded(tmp_path):
     with pytest.raises(ValueError, match="incomplete or corrupt CIFAR files"):
         open_data(f"cifar10:{tmp_path / 'cifar-10-batches-py'}")
     assert not (tmp_path / "cifar-10-python.tar.gz").exists()
+
+
+def test_batches_do_not_depend_on_loader_workers():
+    from torch.utils.data import DataLoader
+
+    train = open_data("digits").train_set(8, 1.0)
+
+    def batches(workers, start=0):
+        sampler = EpochBatches(len(train), 128, seed=1)
+        sampler.set_epoch(4, start)
+        loader = DataLoader(train, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
+        return [images for images, _, _ in loader]
+
+    in_process = batches(0)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, batches(2), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(in_process[6:], batches(0, 6), strict=True))
