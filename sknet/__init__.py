@@ -2,7 +2,7 @@
 
 from sknet.convert import Replacement, convert_to_sk
 from sknet.layers import SKAttention, SKConv
-from sknet.models import create_model, list_models
+from sknet.models import create_model, list_models, load_pretrained, save_pretrained
 from sknet.profile import profile, profile_model
 
 __version__ = "0.1.0"
@@ -15,6 +15,8 @@ __all__ = [
     "convert_to_sk",
     "create_model",
     "list_models",
+    "load_pretrained",
     "profile",
     "profile_model",
+    "save_pretrained",
 ]

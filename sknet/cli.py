@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class UserError(Exception):
@@ -38,6 +38,134 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from sknet.train import format_command, train
+
+    settings = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("debug", "command", "func", "config", "resume", "argv")
+    }
+    command = format_command(args.argv)
+    train(config_file=args.config, resume=args.resume, command=command, **settings)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from sknet.train import evaluate
+
+    report = evaluate(
+        args.weights, args.data, args.sizes,
+        batch_size=args.batch_size, device=args.device, workers=args.workers,
+    )
+    for size, metrics in report["results"].items():
+        skipped = f", {metrics['skipped']} unreadable skipped" if metrics["skipped"] else ""
+        print(
+            f"{report['model']} on {report['data']} at {size}x{size}: top-1 err "
+            f"{metrics['top1_err']:.2f}%, top-5 err {metrics['top5_err']:.2f}% "
+            f"({metrics['images']} images{skipped})"
+        )
+    if args.json:
+        from sknet.atomic import write_json
+
+        write_json(args.json, report)
+    return 0
+
+
+def _mapping(text: str) -> dict:
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping like '{{attention: 0}}': {text!r}")
+    return value
+
+
+def _numbers(kind: type) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.replace(",", " ").split()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind.__name__}s separated by commas, got {text!r}"
+            ) from None
+
+    return parse
+
+
+FLAG = {"action": "store_true"}
+TRAIN_OPTIONS: list[tuple[str, dict]] = [
+    ("--data", {"help": "digits (default), ImageNet-layout folder, cifar10:PATH, cifar100:PATH"}),
+    ("--model", {"help": "registered model (default: sknet_digits on digits, sknet50 on folders)"}),
+    ("--model-kwargs", {"type": _mapping, "metavar": "YAML", "help": "e.g. '{attention: false}'"}),
+    ("--out", {"help": "output folder (default runs/train)"}),
+    ("--resume", {"default": None, "metavar": "LAST_PT", "help": "continue the run of a last.pt"}),
+    ("--config", {"default": None, "metavar": "YAML", "help": "settings file; options here win"}),
+    ("--epochs", {"type": int}),
+    ("--batch-size", {"type": int, "help": "global batch size, split across processes"}),
+    ("--lr", {"type": float, "help": "default: the recipe's, scaled linearly with the batch"}),
+    ("--momentum", {"type": float}),
+    ("--weight-decay", {"type": float}),
+    ("--label-smoothing", {"type": float}),
+    ("--lr-milestones", {"type": _numbers(float), "metavar": "F,F,..",
+                         "help": "fractions of the run after which lr is multiplied by lr-gamma"}),
+    ("--lr-gamma", {"type": float}),
+    ("--input-size", {"type": int, "help": "training crop size"}),
+    ("--eval-sizes", {"type": _numbers(int), "metavar": "N,N,..",
+                      "help": "centre-crop sizes the best weights are evaluated at"}),
+    ("--min-scale", {"type": float, "help": "smallest area fraction of the random-size crop"}),
+    ("--seed", {"type": int}),
+    ("--device", {"help": "auto (default), cpu, cuda, cuda:N"}),
+    ("--amp", {**FLAG, "help": "mixed precision (autocast)"}),
+    ("--amp-dtype", {"choices": ("bf16", "fp16"), "help": "autocast dtype (default bf16)"}),
+    ("--channels-last", {**FLAG, "help": "NHWC memory format"}),
+    ("--compile", {**FLAG, "help": "torch.compile the model"}),
+    ("--workers", {"type": int, "help": "data-loader processes per training process"}),
+    ("--sync-bn", {**FLAG, "help": "SyncBatchNorm across processes (CUDA)"}),
+    ("--save-every", {"type": int, "metavar": "STEPS",
+                      "help": "also checkpoint every STEPS steps (default 1000; 0: epoch ends)"}),
+    ("--strict", {**FLAG, "help": "decode every image up front; fail on any bad file"}),
+    ("--tensorboard", {**FLAG, "help": "log to OUT/tensorboard"}),
+]
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        argument_default=argparse.SUPPRESS,
+        help="train a model with the paper's recipe (Section 4.1); works under torchrun",
+        description="Train with the paper's recipe. Unset options take the recipe default of the "
+        "dataset family (ImageNet folders, CIFAR, digits); a YAML --config supplies defaults "
+        "that options override. Under `torchrun --nproc_per_node=N -m sknet train ...` it runs "
+        "DistributedDataParallel with --batch-size as the global batch.",
+    )
+    for flag, options in TRAIN_OPTIONS:
+        train.add_argument(flag, **options)
+    train.set_defaults(func=_train)
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "eval",
+        help="top-1/top-5 error of trained weights by centre crop",
+        description="Evaluate released weights (a training --out folder, a folder with "
+        "model.safetensors + config.json, or X.safetensors) on a dataset.",
+    )
+    add = evaluate.add_argument
+    add("weights", help="training --out folder, weights folder or .safetensors file")
+    add("--data", default=None, help="dataset spec (default: the one recorded with the weights)")
+    add("--sizes", type=_numbers(int), default=None, metavar="N,N,..",
+        help="centre-crop sizes (default: those recorded)")
+    add("--batch-size", type=int, default=256)
+    add("--device", default="auto")
+    add("--workers", type=int, default=None)
+    add("--json", default=None, metavar="FILE", help="also write the results here")
+    evaluate.set_defaults(func=_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sknet", description="Selective Kernel Networks: models, profiling, training."
@@ -58,13 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list registered model names")
     models.add_argument("pattern", nargs="?", default="", help="only names containing this text")
     models.set_defaults(func=_models)
+
+    _add_train(commands)
+    _add_eval(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyboardInterrupt) as error:

@@ -8,7 +8,11 @@ from sknet.models import zoo_lightweight  # noqa: F401  (Table 4)
 
 # isort: split
 from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
+
+# isort: split
+from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
 from sknet.models.base import Backbone, FeatureExtractor
+from sknet.models.pretrained import load_pretrained, read_config, save_pretrained
 from sknet.models.registry import (
     Derivation,
     ModelEntry,
@@ -38,7 +42,10 @@ __all__ = [
     "create_model",
     "get_entry",
     "list_models",
+    "load_pretrained",
     "paper_rows",
+    "read_config",
     "register_model",
     "register_paper_row",
+    "save_pretrained",
 ]

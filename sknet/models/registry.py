@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,7 @@ def create_model(
     name: str,
     *,
     num_classes: int | None = None,
+    pretrained: str | os.PathLike | None = None,
     features_only: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
@@ -144,7 +146,11 @@ def create_model(
 
     Args:
         name: a name from :func:`list_models`.
-        num_classes: classifier outputs (default: the model's dataset, 1000 for ImageNet).
+        num_classes: classifier outputs (default: the model's dataset, 1000 for ImageNet; with
+            ``pretrained``, the file's, which it must equal).
+        pretrained: released weights to load (a directory with ``model.safetensors`` +
+            ``config.json``, or ``X.safetensors`` with ``X.json``; see
+            :mod:`sknet.models.pretrained`); their recorded kwargs are the defaults.
         features_only: return a module that outputs every stage's feature map instead.
         **kwargs: overrides of the registered config, e.g. ``branches=[(3, 1, 32), (5, 1, 64)]``
             or ``attention=False`` for the rows of Tables 6 and 7.
@@ -161,6 +167,11 @@ def create_model(
             f"model {name!r} does not take {', '.join(sorted(unknown))}; "
             f"it takes {', '.join(sorted(accepted))}"
         )
+    if pretrained is not None:
+        from sknet.models.pretrained import build_pretrained  # imports this module
+
+        model = build_pretrained(name, pretrained, num_classes, kwargs)
+        return FeatureExtractor(model) if features_only else model
     classes = entry.default_num_classes if num_classes is None else num_classes
     model = entry.builder(num_classes=classes, **{**entry.config, **kwargs})
     model.config = {"name": name, "num_classes": classes, "kwargs": dict(kwargs)}

@@ -1,0 +1,136 @@
+"""Datasets from --data specs: digits, image folders (with bad files), CIFAR; the epoch sampler."""
+
+from collections import Counter
+
+import pytest
+import torch
+from imagefolder import make_image_folder
+
+from sknet.data import EpochBatches, Skipped, collate, open_data
+
+
+def test_digits_split_is_fixed_and_stratified():
+    source = open_data("digits")
+    assert (len(source.train), len(source.val)) == (1437, 360)
+    assert source.class_names == [str(i) for i in range(10)] and source.channels == 1
+    assert all(34 <= n <= 38 for n in Counter(source.val.targets.tolist()).values())
+    again = open_data("digits")
+    assert torch.equal(source.val.images, again.val.images)
+
+    image, target = source.val_set(16)[0]
+    assert image.shape == (1, 16, 16) and isinstance(target, int)
+    train = source.train_set(16, 1.0)
+    first, _, skipped = train[(5, 123)]
+    assert skipped == () and first.shape == (1, 16, 16)
+    assert torch.equal(first, train[(5, 123)][0])  # same seed, same augmentation
+    shifts = {train[(5, seed)][0].sum().item() for seed in range(12)}
+    assert len(shifts) > 1  # the seed moves the random shift
+    assert abs(torch.stack([source.val_set(16)[i][0] for i in range(360)]).mean()) < 0.2
+
+
+def test_epoch_batches_split_global_batches_across_processes():
+    single = EpochBatches(100, 8, seed=3)
+    single.set_epoch(2)
+    batches = list(single)
+    assert len(batches) == len(single) == 12  # 100 // 8, the incomplete batch dropped
+    assert len({index for batch in batches for index, _ in batch}) == 96
+    ranks = [EpochBatches(100, 8, seed=3, rank=r, world_size=2) for r in range(2)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    shares = [list(sampler) for sampler in ranks]
+    for step, batch in enumerate(batches):
+        assert shares[0][step] + shares[1][step] == batch
+
+    single.set_epoch(2, start=5)
+    assert list(single) == batches[5:] and len(single) == 7
+    single.set_epoch(3)
+    assert list(single) != batches
+
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        EpochBatches(100, 8, seed=0, world_size=3)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        EpochBatches(5, 8, seed=0)
+
+
+def test_image_folder(tmp_path):
+    source = open_data(str(make_image_folder(tmp_path)))
+    assert source.kind == "imagenet" and source.class_names == ["class_0", "class_1", "class_2"]
+    assert (len(source.train_files), len(source.val_files)) == (24, 9) and not source.skipped
+    image, target, _ = source.train_set(16, 0.08)[(4, 0)]
+    assert image.shape == (3, 16, 16) and target == 0
+    image, target = source.val_set(16)[8]
+    assert image.shape == (3, 16, 16) and target == 2
+    preprocessing = source.preprocessing(224)
+    assert preprocessing["resize"] == 256 and preprocessing["input_size"] == 224
+
+
+def test_bad_files_are_skipped_with_their_paths(tmp_path):
+    source = open_data(str(make_image_folder(tmp_path, bad=True)))
+    assert sorted((s.path.split("/")[-1], s.reason) for s in source.skipped) == [
+        ("empty.jpg", "empty file"), ("notes.txt", "not an image file"),
+    ]
+    train = source.train_set(16, 0.08)
+    garbage = [i for i, (path, _) in enumerate(source.train_files.samples) if "garbage" in path]
+    image, _, skipped = train[(garbage[0], 0)]  # replaced by the next readable image
+    assert image.shape == (3, 16, 16)
+    assert [item.path.split("/")[-1] for item in skipped] == ["garbage.png"]
+    val = source.val_set(16)
+    items = [val[i] for i in range(len(val))]
+    bad = [item for item in items if isinstance(item, Skipped)]
+    assert [item.path.split("/")[-1] for item in bad] == ["truncated.jpg"]
+    images, targets, dropped = collate(items[:4])
+    assert len(images) == len(targets) == 3 and dropped == bad
+
+
+def test_strict_rejects_every_bad_file_up_front(tmp_path):
+    make_image_folder(tmp_path, bad=True)
+    with pytest.raises(ValueError, match=r"--strict: 3 bad file\(s\) in .*train") as error:
+        open_data(str(tmp_path), strict=True)
+    assert "garbage.png" in str(error.value) or "notes.txt" in str(error.value)
+
+
+def test_unusable_folders_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such folder.*train/ and val/"):
+        open_data(str(tmp_path / "absent"))
+    make_image_folder(tmp_path / "data")
+    (tmp_path / "data" / "train" / "class_9").mkdir()
+    with pytest.raises(ValueError, match="class_9: class folder without images"):
+        open_data(str(tmp_path / "data"))
+    (tmp_path / "data" / "train" / "class_9").rmdir()
+    (tmp_path / "data" / "val" / "class_7").mkdir()
+    with pytest.raises(ValueError, match="class_7 are not in the training split"):
+        open_data(str(tmp_path / "data"))
+    make_image_folder(tmp_path / "noval")
+    for path in sorted((tmp_path / "noval" / "val").rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    (tmp_path / "noval" / "val").rmdir()
+    with pytest.raises(FileNotFoundError, match="noval/val: no such folder"):
+        open_data(str(tmp_path / "noval"))
+
+
+def test_cifar_is_never_downloaded(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py.*cs\.toronto\.edu"):
+        open_data(f"cifar10:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+        open_data(f"cifar100:{tmp_path}")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="incomplete or corrupt CIFAR files"):
+        open_data(f"cifar10:{tmp_path / 'cifar-10-batches-py'}")
+    assert not (tmp_path / "cifar-10-python.tar.gz").exists()
+
+
+def test_batches_do_not_depend_on_loader_workers():
+    from torch.utils.data import DataLoader
+
+    train = open_data("digits").train_set(8, 1.0)
+
+    def batches(workers, start=0):
+        sampler = EpochBatches(len(train), 128, seed=1)
+        sampler.set_epoch(4, start)
+        loader = DataLoader(train, batch_sampler=sampler, num_workers=workers, collate_fn=collate)
+        return [images for images, _, _ in loader]
+
+    in_process = batches(0)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, batches(2), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(in_process[6:], batches(0, 6), strict=True))

@@ -1,0 +1,116 @@
+"""The released-weights format: model.safetensors + config.json, one module for every task."""
+
+import json
+
+import pytest
+import torch
+
+import sknet
+from sknet.models import pretrained
+
+TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
+        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
+PREPROCESSING = {"input_size": 8, "resize": 8, "mean": [0.3], "std": [0.4]}
+
+
+@pytest.fixture
+def model():
+    return sknet.create_model("sknet_digits", **TINY).eval()
+
+
+def test_round_trip_through_a_folder(model, tmp_path):
+    names = [f"digit {i}" for i in range(10)]
+    path = sknet.save_pretrained(
+        model, tmp_path / "release", class_names=names, preprocessing=PREPROCESSING,
+        dataset="digits",
+    )
+    assert path == tmp_path / "release" / "model.safetensors"
+    config = json.loads((tmp_path / "release" / "config.json").read_text())
+    assert config["model"] == "sknet_digits" and config["num_classes"] == 10
+    assert config["kwargs"] == TINY and config["class_names"] == names
+    assert config["preprocessing"] == PREPROCESSING and config["dataset"] == "digits"
+
+    loaded = sknet.load_pretrained(tmp_path / "release").eval()
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded.pretrained_config["class_names"] == names
+    assert loaded.config == {"name": "sknet_digits", "num_classes": 10, "kwargs": TINY}
+    assert not list(tmp_path.glob("release/.*"))  # no temporary files left
+
+
+def test_a_safetensors_file_keeps_its_config_beside_it(model, tmp_path):
+    sknet.save_pretrained(model, tmp_path / "best.safetensors")
+    assert (tmp_path / "best.json").exists()
+    again = sknet.create_model("sknet_digits", pretrained=tmp_path / "best.safetensors").eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(again(x), model(x))
+    features = sknet.create_model(
+        "sknet_digits", pretrained=tmp_path / "best.json", features_only=True
+    )
+    assert len(features(x)) == 3
+
+
+def test_weights_of_another_model_or_class_count_fail_clearly(model, tmp_path):
+    sknet.save_pretrained(model, tmp_path / "w")
+    with pytest.raises(ValueError, match="holds weights of model 'sknet_digits', not 'sknet26'"):
+        sknet.create_model("sknet26", pretrained=tmp_path / "w")
+    with pytest.raises(ValueError, match=r"10-class classifier, not 5.*reset_classifier"):
+        sknet.create_model("sknet_digits", pretrained=tmp_path / "w", num_classes=5)
+    with pytest.raises(ValueError, match=r"do not fit model 'sknet_digits'.*shape mismatches"):
+        sknet.create_model("sknet_digits", pretrained=tmp_path / "w", base_out=32)
+
+
+def test_a_config_that_lies_about_the_weights_fails_clearly(model, tmp_path):
+    sknet.save_pretrained(model, tmp_path / "w")
+    config_path = tmp_path / "w" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["num_classes"] = 7
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"do not fit.*another model or class count"):
+        sknet.load_pretrained(tmp_path / "w")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage"])
+def test_damaged_weights_fail_in_one_line(model, tmp_path, damage):
+    weights = sknet.save_pretrained(model, tmp_path / "w")
+    data = weights.read_bytes()
+    weights.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"x" * 99}[
+        damage
+    ])
+    with pytest.raises(ValueError, match="not a readable safetensors file") as error:
+        sknet.load_pretrained(tmp_path / "w")
+    assert "\n" not in str(error.value)
+
+
+def test_missing_or_foreign_config(model, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json beside the weights"):
+        sknet.load_pretrained(tmp_path)
+    sknet.save_pretrained(model, tmp_path / "w")
+    (tmp_path / "w" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a readable JSON config"):
+        sknet.load_pretrained(tmp_path / "w")
+    (tmp_path / "w" / "config.json").write_text('{"model": "sknet50"}')
+    with pytest.raises(ValueError, match="not an sknet weights config"):
+        sknet.load_pretrained(tmp_path / "w")
+
+
+def test_a_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):
+    weights = sknet.save_pretrained(model, tmp_path / "w")
+    before = weights.read_bytes()
+
+    def crash(state, path, metadata=None):
+        with open(path, "wb") as partial:
+            partial.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pretrained, "save_file", crash)
+    with pytest.raises(OSError, match="disk full"):
+        sknet.save_pretrained(model, tmp_path / "w")
+    assert weights.read_bytes() == before
+    files = sorted(path.name for path in (tmp_path / "w").iterdir())
+    assert files == ["config.json", "model.safetensors"]
+
+
+def test_save_needs_a_registered_model(tmp_path):
+    with pytest.raises(ValueError, match=r"built by sknet\.create_model"):
+        sknet.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "w")

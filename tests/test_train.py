@@ -1,0 +1,303 @@
+"""Training and evaluation: the recipe, checkpoints, exact resume, DDP, and every bad input.
+
+Runs use a 21k-parameter variant of sknet_digits at 8x8 on one thread, so a digits epoch takes
+well under a second.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from imagefolder import make_image_folder
+
+import sknet.train as training
+from sknet.cli import main
+from sknet.models import get_entry
+from sknet.train import RECIPES, TrainConfig, evaluate, recipe_for, resolve, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
+        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
+TINY_YAML = "{cardinality: 2, base_width: 4, base_out: 16, stem_channels: 8, " \
+            "branches: [[3, 1, 2], [3, 2, 2]], min_dim: 4}"
+RUN = {"model_kwargs": TINY, "input_size": 8, "epochs": 2, "save_every": 5}
+"""Two epochs of 22 steps, a checkpoint every 5 steps: 4 mid-epoch checkpoints per epoch."""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _weights(out):
+    return torch.load(Path(out) / "last.pt", weights_only=True)["model"]
+
+
+def _same(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("digits") / "run"
+    summary = train(out=str(out), **RUN)
+    return out, summary
+
+
+# -- the recipe -----------------------------------------------------------------------------
+
+
+def test_recipe_defaults_are_the_papers():
+    imagenet = RECIPES["imagenet"]
+    assert (imagenet.epochs, imagenet.batch_size, imagenet.lr) == (100, 256, 0.1)
+    assert imagenet.momentum == 0.9
+    assert (imagenet.weight_decay, imagenet.label_smoothing) == (1e-4, 0.1)
+    assert training.milestone_epochs(100, imagenet.lr_milestones) == [30, 60, 90]
+    assert (imagenet.input_size, imagenet.eval_sizes, imagenet.min_scale) == (224, (224, 320), 0.08)
+    cifar = RECIPES["cifar"]
+    assert (cifar.epochs, cifar.batch_size, cifar.lr, cifar.weight_decay) == (300, 128, 0.1, 5e-4)
+    assert training.milestone_epochs(300, cifar.lr_milestones) == [150, 225]
+    assert training.milestone_epochs(20, imagenet.lr_milestones) == [6, 12, 18]
+
+    config = resolve(TrainConfig(batch_size=512), "imagenet", "sknet50")
+    assert config.lr == pytest.approx(0.2)  # linear scaling with the batch
+    lrs = [training.lr_at(epoch, config) for epoch in (0, 29, 30, 60, 99)]
+    assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.002, 0.0002])
+    assert resolve(TrainConfig(input_size=160), "imagenet", "sknet50").eval_sizes == [160, 320]
+    assert resolve(TrainConfig(lr=0.5, batch_size=512), "imagenet", "sknet50").lr == 0.5
+
+
+def test_lightweight_models_get_the_lighter_weight_decay(monkeypatch):
+    assert not training.is_lightweight("sknet50")
+    assert recipe_for("imagenet", "sknet50").weight_decay == 1e-4
+    entry = get_entry("sknet50")
+
+    class Lightweight:
+        lightweight = True
+        config = entry.config
+
+    monkeypatch.setattr(training, "get_entry", lambda name: Lightweight())
+    recipe = recipe_for("imagenet", "any")
+    assert (recipe.weight_decay, recipe.min_scale) == (4e-5, 0.25)
+
+
+def test_yaml_settings_are_defaults_that_options_override(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text("epochs: 3\nbatch-size: 32\nmodel_kwargs: {attention: false}\n")
+    config, state = training._configure({"epochs": 2}, path, None)
+    assert (config.epochs, config.batch_size, state) == (2, 32, None)
+    assert config.model_kwargs == {"attention": False}
+    path.write_text("epochs: 3\nlearning_rate: 0.1\n")
+    with pytest.raises(ValueError, match=r"unknown setting.*learning_rate"):
+        training._configure({}, path, None)
+    path.write_text("epochs: [3\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        training._configure({}, path, None)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        resolve(TrainConfig(epochs=0), "digits", "sknet_digits")
+
+
+# -- a run and its files ------------------------------------------------------------------
+
+
+def test_a_run_writes_everything_and_eval_reproduces_it(digits_run):
+    out, summary = digits_run
+    names = {path.name for path in out.iterdir()}
+    assert {"config.yaml", "last.pt", "best.safetensors", "best.json", "metrics.csv",
+            "summary.json"} <= names
+    assert not [name for name in names if name.endswith(".tmp")]
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (2, 0) and "model" in state
+    assert {"optimizer", "scaler", "scheduler", "rng", "config"} <= set(state)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert set(rows[0]) == {"epoch", "lr", "train_loss", "val_top1_err", "val_top5_err",
+                            "img_per_s", "seconds"}
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["top1_err"] == summary["top1_err"] and saved["finished"]
+    assert saved["top1_err"] == min(float(row["val_top1_err"]) for row in rows)
+    assert saved["command"].startswith("sknet.train(") and saved["top5_err"] <= saved["top1_err"]
+    assert json.loads((out / "best.json").read_text())["dataset"] == "digits"
+
+    report = evaluate(out, batch_size=64)
+    assert report["results"]["8"]["top1_err"] == pytest.approx(summary["top1_err"], abs=1e-3)
+    assert report["results"]["8"]["top5_err"] == pytest.approx(summary["top5_err"], abs=1e-3)
+    assert report["results"]["8"]["images"] == 360
+
+
+def test_resume_after_crashes_gives_the_same_weights(digits_run, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    save = training._Trainer._checkpoint
+    calls = []
+
+    def crash_on_third(self):
+        save(self)
+        calls.append((self.epoch, self.step))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training._Trainer, "_checkpoint", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        train(out=str(out), **RUN)
+    assert calls == [(0, 5), (0, 10), (0, 15)]  # killed mid-epoch
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        train(resume=out / "last.pt")
+    assert calls == [(0, 20), (1, 0), (1, 5)]  # killed again, after an epoch end
+    monkeypatch.setattr(training._Trainer, "_checkpoint", save)
+    summary = train(resume=out / "last.pt")
+    assert _same(_weights(out), _weights(digits_run[0]))
+    assert summary["top1_err"] == digits_run[1]["top1_err"]
+    ours = list(csv.DictReader((out / "metrics.csv").open()))
+    theirs = list(csv.DictReader((digits_run[0] / "metrics.csv").open()))
+    timing = ("img_per_s", "seconds")
+    assert [{k: v for k, v in row.items() if k not in timing} for row in ours] == [
+        {k: v for k, v in row.items() if k not in timing} for row in theirs
+    ]
+
+
+def test_kill_9_mid_epoch_then_resume_gives_the_same_weights(digits_run, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sknet", "train", "--out", str(out), "--epochs", "2",
+               "--input-size", "8", "--save-every", "3", "--model-kwargs", TINY_YAML]
+    process = subprocess.Popen(command, env=_env(), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["epoch"] < 2, "the run finished before it could be killed"
+    assert not (out / "summary.json").exists() or not json.loads(
+        (out / "summary.json").read_text())["finished"]
+    train(resume=out / "last.pt", save_every=5)  # the save interval does not change the result
+    assert _same(_weights(out), _weights(digits_run[0]))
+
+
+def test_two_process_gloo_ddp_on_digits(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sknet", "train",
+               "--out", str(out), "--epochs", "1", "--input-size", "8", "--device", "cpu",
+               "--model-kwargs", TINY_YAML]
+    result = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("epoch   1/1") == 1  # one log line: rank 0 only
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["finished"]
+    # Validation was split across the processes and summed: the saved weights give the same
+    # error on one process.
+    report = evaluate(out, batch_size=32)["results"]["8"]
+    assert report["top1_err"] == pytest.approx(summary["top1_err"], abs=1e-3)
+
+
+def test_channels_last_and_bf16_autocast_train_on_cpu(tmp_path):
+    summary = train(out=str(tmp_path / "run"), model_kwargs=TINY, input_size=8, epochs=1,
+                    channels_last=True, amp=True)
+    assert 0 <= summary["top1_err"] < 100
+
+
+# -- bad input: one line, non-zero exit, the last good checkpoint untouched -----------------
+
+
+def _cli(capsys, *argv):
+    status = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err[-1] if err else ""
+
+
+def _copy(digits_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(digits_run[0], out)
+    return out, {name: (out / name).read_bytes() for name in ("last.pt", "best.safetensors")}
+
+
+def test_nan_loss_stops_without_touching_the_checkpoint(digits_run, tmp_path, capsys):
+    out, before = _copy(digits_run, tmp_path)
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"), "--epochs", "3",
+                        "--lr", "1e30")
+    assert status == 2
+    assert line.startswith("sknet train: error: training diverged: the training loss became")
+    assert "still holds the last good state" in line
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "foreign"])
+def test_damaged_checkpoints_fail_in_one_line(digits_run, tmp_path, capsys, damage):
+    out, before = _copy(digits_run, tmp_path)
+    data = before["last.pt"]
+    damaged = {"truncated": data[: len(data) // 2], "empty": b"", "foreign": b"hello"}[damage]
+    (out / "last.pt").write_bytes(damaged)
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"))
+    assert status == 2
+    assert line.startswith("sknet train: error: --resume") and "not a readable checkpoint" in line
+    assert (out / "best.safetensors").read_bytes() == before["best.safetensors"]
+
+
+def test_a_checkpoint_of_another_model_or_class_count(digits_run, tmp_path, capsys):
+    out, before = _copy(digits_run, tmp_path)
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"), "--model", "sknet26")
+    assert status == 2 and "checkpoint is of model 'sknet_digits'" in line
+    folder = make_image_folder(tmp_path / "images")
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"), "--data", str(folder))
+    assert status == 2 and "the checkpoint has 10 classes but --data" in line and "has 3" in line
+    status, line = _cli(capsys, "eval", str(out), "--data", str(folder))
+    assert status == 2 and "classifies 10 classes but --data" in line
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_a_used_out_folder_and_missing_paths(digits_run, tmp_path, capsys):
+    status, line = _cli(capsys, "train", "--out", str(digits_run[0]))
+    assert status == 2 and "already holds a run" in line and "--resume" in line
+    status, line = _cli(capsys, "train", "--data", str(tmp_path / "nowhere"))
+    assert status == 2 and line.startswith("sknet train: error: --data")
+    assert "no such folder" in line
+    status, line = _cli(capsys, "train", "--resume", str(tmp_path / "last.pt"))
+    assert status == 2 and "no such checkpoint" in line
+    status, line = _cli(capsys, "train", "--config", str(tmp_path / "absent.yaml"))
+    assert status == 2 and "--config" in line and "no such file" in line
+    status, line = _cli(capsys, "eval", str(tmp_path))
+    assert status == 2 and "no weights there" in line
+
+
+def test_truncated_best_weights_fail_eval_in_one_line(digits_run, tmp_path, capsys):
+    out, before = _copy(digits_run, tmp_path)
+    (out / "best.safetensors").write_bytes(before["best.safetensors"][:1000])
+    status, line = _cli(capsys, "eval", str(out))
+    assert status == 2 and "not a readable safetensors file" in line
+
+
+def test_folder_dataset_skips_bad_files_or_rejects_them_with_strict(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", bad=True)
+    out = tmp_path / "run"
+    status = main(["train", "--data", str(folder), "--out", str(out), "--model", "sknet_digits",
+                   "--model-kwargs", TINY_YAML, "--input-size", "16", "--batch-size", "6",
+                   "--epochs", "1", "--eval-sizes", "16,20"])
+    assert status == 0
+    summary = json.loads((out / "summary.json").read_text())
+    skipped = (out / "skipped_files.txt").read_text().split()
+    assert sorted(Path(path).name for path in skipped) == [
+        "empty.jpg", "garbage.png", "notes.txt", "truncated.jpg"
+    ]
+    assert summary["skipped_files"] == 4 and set(summary["eval"]) == {"16", "20"}
+    assert json.loads((out / "best.json").read_text())["kwargs"]["in_chans"] == 3
+    status, line = _cli(capsys, "train", "--data", str(folder), "--out", str(tmp_path / "strict"),
+                        "--strict", "--model", "sknet_digits")
+    assert status == 2 and line.startswith("sknet train: error: --strict: 3 bad file(s)")
+    assert not (tmp_path / "strict").exists()
