@@ -324,20 +324,24 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a ``last.pt`` safely (``weights_only``); damaged or foreign files fail in one line."""
+def load_checkpoint(path: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
+    """Read a ``last.pt`` safely (``weights_only``); damaged or foreign files fail in one line.
+
+    ``flag`` names the option the path came from, for the error messages.
+    """
     path = Path(path)
+    where = f"{flag} {path}" if flag else str(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume {path}: no such checkpoint")
+        raise FileNotFoundError(f"{where}: no such checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and EOF errors of a truncated or foreign file
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
-            f"--resume {path}: not a readable checkpoint (truncated or corrupt?): {message}"
+            f"{where}: not a readable checkpoint (truncated or corrupt?): {message}"
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"--resume {path}: not an sknet training checkpoint (last.pt)")
+        raise ValueError(f"{where}: not an sknet training checkpoint (last.pt)")
     return state
 
 
@@ -405,7 +409,8 @@ def _val_loader(source: Source, size: int, batch: int, workers: int, processes: 
     )
 
 
-def _default_workers(source: Source) -> int:
+def default_workers(source: Source) -> int:
+    """Data-loader processes: none for in-memory digits, else up to 8 per training process."""
     if source.kind == "digits":
         return 0
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -450,7 +455,7 @@ class _Trainer:
         if config.compile:
             self.net = torch.compile(self.net)
 
-        workers = _default_workers(source) if config.workers is None else config.workers
+        workers = default_workers(source) if config.workers is None else config.workers
         self.workers = workers
         train_set = source.train_set(config.input_size, config.min_scale)
         self.sampler = EpochBatches(
@@ -890,6 +895,100 @@ def train(
             dist.destroy_process_group()
 
 
+@dataclass
+class Trained:
+    """A trained network ready for evaluation, and the dataset it is to be fed.
+
+    Attributes:
+        path: the file read (``best.safetensors``, ``model.safetensors``, ``X.safetensors`` or
+            ``last.pt``).
+        model: the network on the CPU, in eval mode.
+        record: what was saved with it: ``model``, ``num_classes``, ``class_names`` (may be
+            empty), ``preprocessing`` (at least ``input_size``), ``dataset``, ``eval_sizes``.
+        data: the ``--data`` spec in use.
+        source: that dataset, opened.
+    """
+
+    path: Path
+    model: nn.Module
+    record: dict[str, Any]
+    data: str
+    source: Source
+
+
+WEIGHTS_HELP = (
+    "pass a training --out folder, a folder with model.safetensors + config.json, an "
+    "X.safetensors file or a training last.pt"
+)
+
+
+def _from_checkpoint(path: Path, flag: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of a ``last.pt`` and a record shaped like a weights config."""
+    state = load_checkpoint(path, flag)
+    saved, settings = state["model_config"], state["config"]
+    model = create_model(
+        saved["name"], num_classes=int(saved["num_classes"]), **dict(saved["kwargs"])
+    )
+    load_state_into(model, state["model"], path)
+    record = {
+        "model": saved["name"], "kwargs": dict(saved["kwargs"]),
+        "num_classes": int(saved["num_classes"]), "class_names": [],
+        "preprocessing": {"input_size": int(settings["input_size"])},
+        "dataset": settings["data"], "eval_sizes": list(settings["eval_sizes"]),
+        "epoch": int(state["epoch"]), "step": int(state["step"]),
+    }
+    return model, record
+
+
+def open_trained(
+    weights: str | os.PathLike, data: str | None = None, flag: str = ""
+) -> Trained:
+    """Load trained weights and open the dataset to evaluate them on (``eval``, ``analyze``).
+
+    Args:
+        weights: a training ``out`` folder (its ``best.safetensors``, else its ``last.pt``), a
+            folder with ``model.safetensors`` + ``config.json``, an ``X.safetensors`` file, or a
+            training ``last.pt``.
+        data: ``--data`` spec (default: the dataset recorded with the weights).
+        flag: the option ``weights`` came from (e.g. ``--checkpoint``), for error messages.
+
+    Raises:
+        FileNotFoundError: nothing loadable at ``weights``.
+        ValueError: unreadable files, or a dataset whose classes differ from the classifier's.
+    """
+    path = Path(weights)
+    if path.is_dir():
+        for name in ("best.safetensors", "model.safetensors", "last.pt"):
+            if (path / name).exists():
+                path = path / name
+                break
+    if path.suffix == ".pt":
+        model, record = _from_checkpoint(path, flag)
+    else:
+        if not path.exists() or not weight_paths(path)[0].exists():
+            where = f"{flag} {weights}" if flag else str(weights)
+            raise FileNotFoundError(f"{where}: no weights there; {WEIGHTS_HELP}")
+        model = load_pretrained(path)
+        record = model.pretrained_config
+    model.eval()
+    data = data or record.get("dataset")
+    if not data:
+        raise ValueError(f"{path}: the weights do not record their dataset; pass --data")
+    source = open_data(data)
+    names = list(record.get("class_names") or [])
+    if len(source.class_names) != record["num_classes"]:
+        raise ValueError(
+            f"{path} classifies {record['num_classes']} classes but --data {data} has "
+            f"{len(source.class_names)}; use the dataset it was trained on"
+        )
+    if names and names != source.class_names:
+        raise ValueError(
+            f"{path}: its class names ({', '.join(names[:3])}, ...) differ from those of --data "
+            f"{data} ({', '.join(source.class_names[:3])}, ...)"
+        )
+    return Trained(path, model, record, data, source)
+
+
 def evaluate(
     weights: str | os.PathLike,
     data: str | None = None,
@@ -899,11 +998,11 @@ def evaluate(
     device: str = "auto",
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Top-1/top-5 error of released weights, by centre crop at each size (Section 4.1).
+    """Top-1/top-5 error of trained weights, by centre crop at each size (Section 4.1).
 
     Args:
-        weights: a training ``out`` folder (its ``best.safetensors``), a folder with
-            ``model.safetensors`` + ``config.json``, or an ``X.safetensors`` file.
+        weights: anything :func:`open_trained` takes (a training ``out`` folder, a weights
+            folder, ``X.safetensors``, ``last.pt``).
         data: ``--data`` spec (default: the dataset recorded with the weights).
         sizes: evaluation sizes (default: those recorded, else the training input size).
 
@@ -911,40 +1010,20 @@ def evaluate(
         ``{"weights", "model", "data", "results": {size: {"top1_err", "top5_err", "images",
         "skipped"}}}``.
     """
-    path = Path(weights)
-    if path.is_dir() and (path / "best.safetensors").exists():
-        path = path / "best.safetensors"
-    if not weight_paths(path)[0].exists():
-        raise FileNotFoundError(
-            f"{weights}: no weights there; pass a training --out folder, a folder with "
-            "model.safetensors + config.json, or an X.safetensors file"
-        )
-    model = load_pretrained(path)
-    record = model.pretrained_config
-    data = data or record.get("dataset")
-    if not data:
-        raise ValueError(f"{path}: the weights do not record their dataset; pass --data")
-    source = open_data(data)
-    names = list(record.get("class_names") or [])
-    if len(source.class_names) != record["num_classes"]:
-        raise ValueError(
-            f"{path} classifies {record['num_classes']} classes but --data {data} has "
-            f"{len(source.class_names)}; evaluate on the dataset it was trained on"
-        )
-    if names and names != source.class_names:
-        raise ValueError(
-            f"{path}: its class names ({', '.join(names[:3])}, ...) differ from those of --data "
-            f"{data} ({', '.join(source.class_names[:3])}, ...)"
-        )
+    trained = open_trained(weights, data)
+    record = trained.record
     sizes = list(sizes or record.get("eval_sizes") or [record["preprocessing"]["input_size"]])
     processes = Processes(0, 1, 0, pick_device(device))
-    model.to(processes.device)
-    workers = _default_workers(source) if workers is None else workers
+    model = trained.model.to(processes.device)
+    workers = default_workers(trained.source) if workers is None else workers
     results = {}
     for size in sizes:
-        loader = _val_loader(source, size, batch_size, workers, processes)
+        loader = _val_loader(trained.source, size, batch_size, workers, processes)
         results[str(size)] = measure(model, loader, processes.device, processes)
-    return {"weights": str(path), "model": record["model"], "data": data, "results": results}
+    return {
+        "weights": str(trained.path), "model": record["model"], "data": trained.data,
+        "results": results,
+    }
 
 
 def format_command(argv: Sequence[str]) -> str:
