@@ -72,6 +72,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    import time
+
+    from sknet.analysis import FILES, analyze, format_findings
+    from sknet.train import format_command
+
+    started = time.perf_counter()
+    report = analyze(
+        args.checkpoint, args.data, args.out, scales=args.scales, unit=args.unit,
+        units=args.units, samples=args.samples, limit=args.limit, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, channel_group=args.channel_group,
+        command=format_command(args.argv),
+    )
+    print(format_findings(report))
+    print(f"wrote {', '.join(FILES)} to {args.out} in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def _mapping(text: str) -> dict:
     import yaml
 
@@ -151,11 +169,11 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser(
         "eval",
         help="top-1/top-5 error of trained weights by centre crop",
-        description="Evaluate released weights (a training --out folder, a folder with "
-        "model.safetensors + config.json, or X.safetensors) on a dataset.",
+        description="Evaluate trained weights (a training --out folder, a folder with "
+        "model.safetensors + config.json, X.safetensors, or a training last.pt) on a dataset.",
     )
     add = evaluate.add_argument
-    add("weights", help="training --out folder, weights folder or .safetensors file")
+    add("weights", help="training --out folder, weights folder, .safetensors file or last.pt")
     add("--data", default=None, help="dataset spec (default: the one recorded with the weights)")
     add("--sizes", type=_numbers(int), default=None, metavar="N,N,..",
         help="centre-crop sizes (default: those recorded)")
@@ -166,9 +184,44 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=_eval)
 
 
+def _add_analyze(commands: argparse._SubParsersAction) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="attention vs object size: the numbers and Figures 3-4 of Section 4.4",
+        description="Show every validation image with its central object enlarged (a central "
+        "crop of 1/s of the side resized back: --scales), record the softmax attention of every "
+        "SK unit, and write per-unit, per-channel and per-class statistics (CSV, JSON) and "
+        "Figures 3a, 3b, 3c and 4 (PNG) into --out.",
+    )
+    add = analyze.add_argument
+    add("--checkpoint", required=True, metavar="PATH",
+        help="training --out folder, X.safetensors, weights folder or last.pt")
+    add("--data", default=None, help="dataset spec (default: the one recorded with the weights)")
+    add("--out", required=True, metavar="DIR", help="folder for the CSV, JSON and PNG files")
+    add("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], metavar="S",
+        help="object magnifications, each >= 1 (default 1.0 1.5 2.0); Fig. 4 uses the first two")
+    add("--unit", default=None, metavar="SK_s_b",
+        help="unit of the per-channel panel (default: last unit of the second SK stage, "
+        "SK_3_4 for SKNet-50)")
+    add("--units", nargs="+", default=None, metavar="SK_s_b",
+        help="units of Fig. 4 (default: last unit of the first, second and last SK stage)")
+    add("--samples", type=int, nargs=2, default=None, metavar=("I", "J"),
+        help="validation-set indices of the images of Fig. 3a and 3b (default: drawn, seed 0)")
+    add("--limit", type=int, default=None, metavar="N",
+        help="analyse N images evenly spaced over the validation set (default: all)")
+    add("--batch-size", type=int, default=128)
+    add("--workers", type=int, default=None, help="data-loader processes")
+    add("--device", default="auto")
+    add("--channel-group", type=int, default=None, metavar="N",
+        help="channels averaged per point of the per-channel panel (default: the paper's 16, "
+        "fewer for units under 256 channels)")
+    analyze.set_defaults(func=_analyze)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sknet", description="Selective Kernel Networks: models, profiling, training."
+        prog="sknet",
+        description="Selective Kernel Networks: models, profiling, training, analysis."
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -189,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(commands)
     _add_eval(commands)
+    _add_analyze(commands)
     return parser
 
 
