@@ -552,6 +552,32 @@ def _forward_scales(
 # the report
 
 
+def _sample_report(
+    stats: AttentionStatistics, position: int, index: int, label: int, class_name: str,
+    attention: list[dict[str, torch.Tensor]],
+) -> dict[str, Any]:
+    """The numbers of Figure 3a or 3b for the image at ``position`` of the sample batch."""
+    per_scale = [{name: weights[position].double() for name, weights in scale.items()}
+                 for scale in attention]
+    differences = {
+        name: _numbers(torch.stack([
+            _differences(scale[name][None], item.large, item.small)[0] for scale in per_scale
+        ]))
+        for name, item in stats.per_unit.items()
+    }
+    branch_means = {
+        name: _numbers(torch.stack([scale[name].mean(1) for scale in per_scale]))
+        for name in stats.per_unit
+    }
+    channels = torch.stack([scale[stats.unit] for scale in per_scale])
+    return {
+        "figure": "3" + "ab"[position], "index": index, "label": label,
+        "class_name": class_name, "diff": differences, "branch_mean": branch_means,
+        "channels": _numbers(channels),
+        "channel_groups": _numbers(_channel_groups(channels, stats.group)),
+    }
+
+
 def _report(
     trained, stats: AttentionStatistics, scales: list[float], size: int,
     class_units: list[str], samples: list[int], sample_labels: list[int],
@@ -588,28 +614,10 @@ def _report(
                   for row in _numbers(values)]
             for key, values in (("mean", mean), ("std", std))
         }
-    sample_reports = []
-    for position, (index, label) in enumerate(zip(samples, sample_labels, strict=True)):
-        per_scale = [{name: weights[position] for name, weights in scale.items()}
-                     for scale in sample_attention]
-        differences = {
-            name: _numbers(torch.stack([
-                _differences(scale[name][None].double(), item.large, item.small)[0]
-                for scale in per_scale
-            ]))
-            for name, item in stats.per_unit.items()
-        }
-        branch_means = {
-            name: _numbers(torch.stack([scale[name].double().mean(1) for scale in per_scale]))
-            for name in stats.per_unit
-        }
-        channels = torch.stack([scale[stats.unit].double() for scale in per_scale])
-        sample_reports.append({
-            "figure": "3" + "ab"[position], "index": index, "label": label,
-            "class_name": class_names[label], "diff": differences, "branch_mean": branch_means,
-            "channels": _numbers(channels),
-            "channel_groups": _numbers(_channel_groups(channels, stats.group)),
-        })
+    sample_reports = [
+        _sample_report(stats, position, index, label, class_names[label], sample_attention)
+        for position, (index, label) in enumerate(zip(samples, sample_labels, strict=True))
+    ]
     return {
         "format": FORMAT,
         "format_version": 1,
