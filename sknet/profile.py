@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sknet.layers import SKConv, SqueezeExcite
+from sknet.layers import ConvBnAct, SKConv, SqueezeExcite
 from sknet.models import create_model, get_entry, paper_rows
 from sknet.models.registry import Paper, PaperRow
 
@@ -72,8 +72,13 @@ def profile_model(model: nn.Module, input_size: int = 224, in_chans: int = 3) ->
         return hook
 
     handles = []
+    inside_conv_bn_act = {id(m.bn) for m in model.modules() if isinstance(m, ConvBnAct)}
     for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
+        # An eval-mode ConvBnAct may fold its BN into the conv: count its BN outputs there.
+        counts_bn = (
+            isinstance(module, nn.BatchNorm2d) and id(module) not in inside_conv_bn_act
+        ) or (isinstance(module, ConvBnAct) and isinstance(module.bn, nn.BatchNorm2d))
+        if counts_bn:
             handles.append(module.register_forward_hook(adder("bn_macs")))
         elif isinstance(module, SKConv) and module.attention is not None:
             factor = len(module.branches)

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode.
+
+    ``BN(y) = gamma * (y - mean) / sqrt(var + eps) + beta`` is a per-channel affine map, so it
+    scales each output filter and adds a bias. The result stays differentiable in the parameters.
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
 
 
 class ConvBnAct(nn.Sequential):
     """``Conv2d(bias=False) -> BatchNorm2d -> ReLU`` with "same" padding for odd kernels.
 
     Submodules are named ``conv``, ``bn`` and (when ``act``) ``act`` so that BN folding and weight
-    import can address them.
+    import can address them. With the BatchNorm in eval mode, the forward folds it into the
+    convolution on the fly (one convolution with a bias instead of a convolution and a BN pass)
+    whenever that is cheaper: when the weight has no more elements than the output.
+    :func:`sknet.deploy` folds it once for good (``bn`` becomes ``nn.Identity``).
 
     Args:
         in_channels: input channels.
@@ -56,3 +74,25 @@ class ConvBnAct(nn.Sequential):
         if act:
             layers["act"] = nn.ReLU(inplace=True)
         super().__init__(layers)
+
+    def folds_bn(self, x: torch.Tensor) -> bool:
+        """Whether the forward on ``x`` folds an eval-mode BN into the convolution."""
+        bn = self.bn
+        if not isinstance(bn, nn.BatchNorm2d) or bn.training or bn.running_var is None:
+            return False
+        conv = self.conv
+        # Folding touches every weight once; the BN pass it saves touches every output once.
+        outputs_per_filter = x.shape[0] * (x.shape[-2] // conv.stride[0]) * (
+            x.shape[-1] // conv.stride[1]
+        )
+        return conv.weight[0].numel() <= outputs_per_filter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folds_bn(x):
+            conv = self.conv
+            weight, bias = fold_bn(conv, self.bn)
+            x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        else:
+            x = self.bn(self.conv(x))
+        act = self._modules.get("act")
+        return x if act is None else act(x)

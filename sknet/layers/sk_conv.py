@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.sk_fused import BnReluRecompute, SelectRecompute, select
 
 Branch = tuple[int, int, int]
 """One Split branch: ``(kernel_size, dilation, groups)``."""
@@ -124,14 +125,63 @@ class SKConv(nn.Module):
         return [d * (k - 1) + 1 for k, d, _ in self.branch_specs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.branches) == 1:
+            return self.branches[0](x)
+        if torch.is_grad_enabled() and all(_trains_bn(branch) for branch in self.branches):
+            return self._forward_training(x)
+        # Inference (or no autograd): each branch folds its eval-mode BN into the convolution,
+        # the pool reads each branch once, and the Select writes into the branch outputs.
+        inplace = not torch.is_grad_enabled()
         features = [branch(x) for branch in self.branches]
-        fused = features[0]
-        for feature in features[1:]:
-            fused = fused + feature
         if self.attention is None:
-            return fused
-        weights = self.attention(fused.mean((2, 3)))
-        out = features[0] * weights[:, 0, :, None, None]
-        for index, feature in enumerate(features[1:], start=1):
-            out = out + feature * weights[:, index, :, None, None]
-        return out
+            return _sum(features, inplace)
+        return select(features, self.attention(_pool(features)), inplace)
+
+    def _forward_training(self, x: torch.Tensor) -> torch.Tensor:
+        """Training with autograd: keep the convolution outputs, recompute BN+ReLU in backward."""
+        features, recompute = [], []
+        for branch in self.branches:
+            bn = branch.bn
+            conv_out = branch.conv(x)
+            feature, scale, shift = BnReluRecompute.apply(
+                conv_out, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+                _bn_momentum(bn), bn.eps,
+            )
+            features.append(feature)
+            recompute.append((conv_out, scale, shift))
+        if self.attention is None:
+            return _sum(features, inplace=True)
+        weights = self.attention(_pool(features))
+        conv_outs, scales, shifts = zip(*recompute, strict=True)
+        return SelectRecompute.apply(weights, *features, *conv_outs, *scales, *shifts)
+
+
+def _trains_bn(branch: nn.Module) -> bool:
+    """Whether ``branch`` is a conv + training-mode BN + ReLU that the fused path can run."""
+    bn = getattr(branch, "bn", None)
+    return isinstance(bn, nn.BatchNorm2d) and bn.training and bn.affine
+
+
+def _bn_momentum(bn: nn.BatchNorm2d) -> float:
+    """The running-average factor :class:`torch.nn.BatchNorm2d` would use for this batch."""
+    if bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            return 1.0 / float(bn.num_batches_tracked)
+    return 0.0 if bn.momentum is None else bn.momentum
+
+
+def _pool(features: list[torch.Tensor]) -> torch.Tensor:
+    """Global average pool of ``U = sum_m U_m`` (Eqs. 1-2) without materialising ``U``."""
+    pooled = features[0].mean((-2, -1))
+    for feature in features[1:]:
+        pooled = pooled + feature.mean((-2, -1))
+    return pooled
+
+
+def _sum(features: list[torch.Tensor], inplace: bool) -> torch.Tensor:
+    """The naive aggregation of Table 7, ``U = sum_m U_m``."""
+    out = features[0]
+    for feature in features[1:]:
+        out = out.add_(feature) if inplace else out + feature
+    return out
