@@ -113,3 +113,30 @@ def test_fast_path_equals_reference(case, stride, train, dtype):
     for name, value in got.items():
         assert value.dtype == (dtype if value.is_floating_point() else torch.int64), name
         assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", ["M2", "M3", "M2-naive"])
+def test_forward_into_equals_sk_then_conv(case, train, dtype):
+    """``forward_into`` (which recomputes the SK output in training) against the reference SK
+    followed by the next conv + BN, with the gradients of both units' parameters."""
+    layer = SKConv(16, 16, 2, reduction=2, min_dim=8, **CASES[case])
+    project = ConvBnAct(16, 24, 1, act=False)
+    pair = nn.ModuleList([layer, project])
+    randomize(pair)
+    pair.train(train)
+    reference = copy.deepcopy(pair).double()
+    pair.to(dtype)
+    x = sample_input()
+    grad = torch.randn(x.shape[0], 24, 5, 5)
+
+    got = run(pair, lambda inputs: layer.forward_into(inputs, project), x.to(dtype), grad)
+    expected = run(
+        reference,
+        lambda inputs: reference_conv_bn_act(reference[1], reference_sk(reference[0], inputs)),
+        x.double(),
+        grad,
+    )
+    for name, value in got.items():
+        assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)

@@ -87,12 +87,42 @@ class ConvBnAct(nn.Sequential):
         )
         return conv.weight[0].numel() <= outputs_per_filter
 
+    def convolve(
+        self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The convolution alone, with ``conv``'s own weight and bias unless others are given.
+
+        A convolution whose stride is a multiple of its dilation only ever reads every
+        ``dilation``-th pixel, so it runs as an undilated convolution on that subsampled view:
+        the same products and sums (e.g. the stride-2 "5x5" SK branch, 3x3 with dilation 2),
+        without the dilated kernels that some backends (oneDNN's backward) run far slower.
+        """
+        conv = self.conv
+        weight = conv.weight if weight is None else weight
+        bias = conv.bias if bias is None else bias
+        stride, padding, dilation = conv.stride, conv.padding, conv.dilation
+        kernel = conv.kernel_size
+        same_padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel, strict=True))
+        if (
+            dilation != (1, 1)
+            and padding == same_padding
+            and all(s % d == 0 for s, d in zip(stride, dilation, strict=True))
+        ):
+            x = x[..., :: dilation[0], :: dilation[1]]
+            stride = tuple(s // d for s, d in zip(stride, dilation, strict=True))
+            padding = tuple((k - 1) // 2 for k in kernel)
+            dilation = (1, 1)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, conv.groups)
+
+    def bn_act(self, conv_out: torch.Tensor) -> torch.Tensor:
+        """What follows the convolution: BN, then the ReLU if any."""
+        return self._activate(self.bn(conv_out))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.folds_bn(x):
-            conv = self.conv
-            weight, bias = fold_bn(conv, self.bn)
-            x = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        else:
-            x = self.bn(self.conv(x))
+            return self._activate(self.convolve(x, *fold_bn(self.conv, self.bn)))
+        return self.bn_act(self.convolve(x))
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
         act = self._modules.get("act")
         return x if act is None else act(x)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sknet.layers.conv_bn import ConvBnAct
-from sknet.layers.sk_fused import BnReluRecompute, SelectRecompute, select
+from sknet.layers.sk_fused import BnReluPool, ConvSpec, SelectProject, select
 
 Branch = tuple[int, int, int]
 """One Split branch: ``(kernel_size, dilation, groups)``."""
@@ -125,40 +125,80 @@ class SKConv(nn.Module):
         return [d * (k - 1) + 1 for k, d, _ in self.branch_specs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.branches) > 1 and self._trains_with_autograd():
+            return self._forward_training(x)
+        return self._forward_inference(x)
+
+    def forward_into(self, x: torch.Tensor, project: ConvBnAct) -> torch.Tensor:
+        """``project(self(x))``: the SK unit and the convolution unit that follows it.
+
+        In training this does not keep the SK output ``V`` for the backward (the next
+        convolution's weight gradient needs it): it is recomputed from the branch convolution
+        outputs, which are kept anyway. A ResNeXt bottleneck with an SK unit then keeps as many
+        tensors as one with a single grouped convolution. Forward hooks on this SKConv itself do
+        not run in that case; hooks on its ``attention`` always do.
+        """
+        fused = (
+            len(self.branches) > 1
+            and self._trains_with_autograd()
+            and _trains_bn(project)
+            and project.conv.bias is None
+        )
+        if not fused:
+            return project(self(x))
+        conv = project.conv
+        spec = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        return project.bn_act(self._forward_training(x, conv.weight, spec))
+
+    def _trains_with_autograd(self) -> bool:
+        return torch.is_grad_enabled() and all(_trains_bn(branch) for branch in self.branches)
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Each branch folds an eval-mode BN into its convolution, the pool reads each branch
+        once, and without autograd the Select writes into the branch outputs."""
         if len(self.branches) == 1:
             return self.branches[0](x)
-        if torch.is_grad_enabled() and all(_trains_bn(branch) for branch in self.branches):
-            return self._forward_training(x)
-        # Inference (or no autograd): each branch folds its eval-mode BN into the convolution,
-        # the pool reads each branch once, and the Select writes into the branch outputs.
         inplace = not torch.is_grad_enabled()
         features = [branch(x) for branch in self.branches]
-        if self.attention is None:
-            return _sum(features, inplace)
-        return select(features, self.attention(_pool(features)), inplace)
+        weights = None
+        if self.attention is not None:
+            pooled = features[0].mean((-2, -1))
+            for feature in features[1:]:
+                pooled = pooled + feature.mean((-2, -1))
+            weights = self.attention(pooled)
+        return select(features, weights, inplace)
 
-    def _forward_training(self, x: torch.Tensor) -> torch.Tensor:
-        """Training with autograd: keep the convolution outputs, recompute BN+ReLU in backward."""
-        features, recompute = [], []
+    def _forward_training(
+        self,
+        x: torch.Tensor,
+        project_weight: torch.Tensor | None = None,
+        project_spec: ConvSpec | None = None,
+    ) -> torch.Tensor:
+        """Training with autograd: keep the branch convolution outputs, recompute the rest."""
+        features, conv_outs, scales, shifts = [], [], [], []
+        pooled = None
         for branch in self.branches:
             bn = branch.bn
-            conv_out = branch.conv(x)
-            feature, scale, shift = BnReluRecompute.apply(
+            conv_out = branch.convolve(x)
+            feature, branch_pool, scale, shift = BnReluPool.apply(
                 conv_out, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                _bn_momentum(bn), bn.eps,
+                _bn_momentum(bn), bn.eps, self.attention is not None,
             )
+            if branch_pool is not None:
+                pooled = branch_pool if pooled is None else pooled + branch_pool
             features.append(feature)
-            recompute.append((conv_out, scale, shift))
-        if self.attention is None:
-            return _sum(features, inplace=True)
-        weights = self.attention(_pool(features))
-        conv_outs, scales, shifts = zip(*recompute, strict=True)
-        return SelectRecompute.apply(weights, *features, *conv_outs, *scales, *shifts)
+            conv_outs.append(conv_out)
+            scales.append(scale)
+            shifts.append(shift)
+        weights = None if pooled is None else self.attention(pooled)
+        return SelectProject.apply(
+            weights, project_weight, project_spec, *features, *conv_outs, *scales, *shifts
+        )
 
 
-def _trains_bn(branch: nn.Module) -> bool:
-    """Whether ``branch`` is a conv + training-mode BN + ReLU that the fused path can run."""
-    bn = getattr(branch, "bn", None)
+def _trains_bn(unit: nn.Module) -> bool:
+    """Whether ``unit`` is a conv + training-mode BN (+ ReLU) that the fused path can run."""
+    bn = getattr(unit, "bn", None)
     return isinstance(bn, nn.BatchNorm2d) and bn.training and bn.affine
 
 
@@ -169,19 +209,3 @@ def _bn_momentum(bn: nn.BatchNorm2d) -> float:
         if bn.momentum is None:
             return 1.0 / float(bn.num_batches_tracked)
     return 0.0 if bn.momentum is None else bn.momentum
-
-
-def _pool(features: list[torch.Tensor]) -> torch.Tensor:
-    """Global average pool of ``U = sum_m U_m`` (Eqs. 1-2) without materialising ``U``."""
-    pooled = features[0].mean((-2, -1))
-    for feature in features[1:]:
-        pooled = pooled + feature.mean((-2, -1))
-    return pooled
-
-
-def _sum(features: list[torch.Tensor], inplace: bool) -> torch.Tensor:
-    """The naive aggregation of Table 7, ``U = sum_m U_m``."""
-    out = features[0]
-    for feature in features[1:]:
-        out = out.add_(feature) if inplace else out + feature
-    return out
