@@ -58,6 +58,15 @@ RATIOS = {
     "timm RX/ours RX": ("timm:resnext50_32x4d", "ours:resnext50_32x4d"),
 }
 """Table columns: time (or memory) of the first model over the second's."""
+SHORT = {
+    "ours:sknet50": "ours SK",
+    "ours:resnext50_32x4d": "ours RX",
+    "timm:skresnext50_32x4d": "timm SK",
+    "timm:resnext50_32x4d": "timm RX",
+}
+
+
+KINDS = ["eval", "deploy", "train", "memory"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +86,31 @@ class Task:
 
 @dataclass
 class Result:
+    """Samples of one task per model; for timed tasks also the share of the CPU that other
+    processes used during each sample (``None`` where it cannot be read)."""
+
     task: Task
     unit: str
     samples: dict[str, list[float]] = field(default_factory=dict)
+    others: dict[str, list[float | None]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
-    def median(self, model: str) -> float | None:
-        values = self.samples.get(model)
+    def rounds(self, models: tuple[str, ...], quiet: bool) -> list[tuple[float, ...]]:
+        """The samples of ``models`` round by round (only rounds where all were quiet)."""
+        if not all(self.samples.get(model) for model in models):
+            return []
+        rows = zip(*(self.samples[m] for m in models), strict=True)
+        if not quiet:
+            return list(rows)
+        shares = [self.others.get(m) or [None] * len(self.samples[m]) for m in models]
+        calm = zip(*shares, strict=True)
+        return [
+            row for row, round_shares in zip(rows, calm, strict=True)
+            if all(share is not None and share <= QUIET for share in round_shares)
+        ]
+
+    def median(self, model: str, quiet: bool = False) -> float | None:
+        values = [row[0] for row in self.rounds((model,), quiet)]
         return statistics.median(values) if values else None
 
 
@@ -105,9 +132,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="timed rounds per task (default: CPU 15, CUDA 20)")
     parser.add_argument("--compile", choices=["none", "ours", "all"], default=None,
                         help="which models also run under torch.compile")
+    parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS,
+                        help="which kinds of task to run (default: all)")
     parser.add_argument("--no-channels-last", action="store_true",
                         help="skip the channels_last eval/train tasks")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory tasks")
     parser.add_argument("--amp", choices=["none", "bf16"], default=None,
                         help="autocast dtype (default: CPU none, CUDA bf16)")
     parser.add_argument("--json", type=Path, default=None, help="write all samples here")
@@ -177,24 +205,52 @@ def make_step(net: nn.Module, task: Task, args: argparse.Namespace) -> Callable[
     return train
 
 
-def timer(device: str) -> Callable[[Callable[[], None]], float]:
-    """Seconds one call takes: perf_counter on CPU, CUDA events on a GPU."""
+QUIET = 0.05
+"""A CPU sample is quiet when other processes used at most this share of the machine's CPU time
+while it ran (other jobs time-slice our threads and stall every parallel region's barrier)."""
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """(busy ticks of the whole machine, ticks of this process), or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+        with open("/proc/self/stat") as own:
+            mine = own.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, int(mine[11]) + int(mine[12])  # utime + stime
+
+
+def timer(device: str) -> Callable[[Callable[[], None]], tuple[float, float | None]]:
+    """(seconds one call takes, share of the CPU other processes used meanwhile): perf_counter
+    and /proc/stat on CPU, CUDA events on a GPU (no share)."""
     if device == "cpu":
-        def cpu_time(call: Callable[[], None]) -> float:
+        cores = os.cpu_count() or 1
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+        def cpu_time(call: Callable[[], None]) -> tuple[float, float | None]:
+            before = cpu_ticks()
             start = time.perf_counter()
             call()
-            return time.perf_counter() - start
+            seconds = time.perf_counter() - start
+            after = cpu_ticks()
+            if before is None or after is None:
+                return seconds, None
+            others = (after[0] - before[0]) - (after[1] - before[1])
+            return seconds, max(others, 0) / (tick * seconds * cores)
 
         return cpu_time
 
-    def cuda_time(call: Callable[[], None]) -> float:
+    def cuda_time(call: Callable[[], None]) -> tuple[float, float | None]:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize()
         start.record()
         call()
         end.record()
         torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000
+        return start.elapsed_time(end) / 1000, None
 
     return cuda_time
 
@@ -220,7 +276,9 @@ def run_timed(task: Task, models: list[str], args: argparse.Namespace) -> Result
     for round_index in range(args.repeats):
         shift = round_index % len(order)
         for model in order[shift:] + order[:shift]:
-            result.samples.setdefault(model, []).append(measure(steps[model]))
+            seconds, others = measure(steps[model])
+            result.samples.setdefault(model, []).append(seconds)
+            result.others.setdefault(model, []).append(others)
     del steps
     gc.collect()
     return result
@@ -313,36 +371,32 @@ def tasks(args: argparse.Namespace) -> list[Task]:
     if not args.no_channels_last:
         planned.append(Task("eval", max(args.infer_batches), False, channels_last=True))
         planned.append(Task("train", args.train_batch, False, channels_last=True))
-    if not args.no_memory:
-        planned += [Task("memory", args.memory_batch, compiled) for compiled in compile_flags]
-    return planned
+    planned += [Task("memory", args.memory_batch, compiled) for compiled in compile_flags]
+    return [task for task in planned if task.kind in args.kinds]
 
 
-def quartile_ratios(result: Result, first: str, second: str) -> tuple[float, float] | None:
-    """Quartiles of the per-round ratios (samples taken in the same round)."""
-    a, b = result.samples.get(first), result.samples.get(second)
-    if not a or not b or len(a) != len(b) or len(a) < 2:
-        return None
-    ratios = sorted(x / y for x, y in zip(a, b, strict=True))
-    q = statistics.quantiles(ratios, n=4)
-    return q[0], q[2]
+def ratio_cell(result: Result, first: str, second: str, quiet: bool) -> str:
+    """Ratio of the medians, with the quartiles of the per-round ratios (the noise)."""
+    rounds = result.rounds((first, second), quiet)
+    if not rounds:
+        return "-"
+    ratio = statistics.median(a for a, _ in rounds) / statistics.median(b for _, b in rounds)
+    if len(rounds) < 2:
+        return f"{ratio:.3f}"
+    q = statistics.quantiles([a / b for a, b in rounds], n=4)
+    return f"{ratio:.3f} [{q[0]:.2f}-{q[2]:.2f}]" + (f" n={len(rounds)}" if quiet else "")
 
 
-def format_table(results: list[Result]) -> str:
-    header = ["task", *RATIOS, *(name.split(":")[1][:14] for name in MODELS)]
+def format_table(results: list[Result], quiet: bool) -> str:
+    """One row per task: the ratios, then each model's median (from quiet rounds if asked)."""
+    header = ["task", *RATIOS, *(SHORT[name] for name in MODELS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         cells = [result.task.label]
         for first, second in RATIOS.values():
-            a, b = result.median(first), result.median(second)
-            if a is None or b is None:
-                cells.append("-")
-                continue
-            spread = quartile_ratios(result, first, second)
-            noise = f" [{spread[0]:.2f}-{spread[1]:.2f}]" if spread else ""
-            cells.append(f"{a / b:.3f}{noise}")
+            cells.append(ratio_cell(result, first, second, quiet and result.unit == "s"))
         for model in MODELS:
-            value = result.median(model)
+            value = result.median(model, quiet and result.unit == "s")
             if value is None:
                 cells.append("-")
             elif result.unit == "s":
@@ -401,10 +455,17 @@ def main(argv: list[str] | None = None) -> int:
         runner = run_memory if task.kind == "memory" else run_timed
         results.append(runner(task, args.models, args))
         print(f"{task.label}: {time.perf_counter() - begin:.0f} s", file=sys.stderr, flush=True)
-    table = format_table(results)
     command = " ".join([Path(sys.executable).name, *sys.argv])
     print(f"\n{started:%Y-%m-%d %H:%M} UTC, {machine(args)}, {versions()}\n$ {command}\n")
-    print(table)
+    table = format_table(results, quiet=False)
+    print("All rounds (median; [quartiles of the per-round ratios]):\n" + table)
+    quiet_table = None
+    if args.device == "cpu":
+        quiet_table = format_table(results, quiet=True)
+        print(
+            f"\nQuiet rounds only (other processes used <= {QUIET:.0%} of the CPU during every "
+            "sample of the round; n = rounds):\n" + quiet_table
+        )
     skipped = {r.task.label: r.skipped for r in results if r.skipped}
     if skipped:
         print(f"\nskipped: {skipped}")
@@ -416,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(),
             "settings": {k: str(v) for k, v in vars(args).items() if k != "memory_worker"},
             "table": table,
+            "quiet_table": quiet_table,
             "results": [
                 {**asdict(r), "task": {**asdict(r.task), "label": r.task.label}} for r in results
             ],

@@ -71,15 +71,17 @@ def profile_model(model: nn.Module, input_size: int = 224, in_chans: int = 3) ->
 
         return hook
 
+    def folded_bn(module: ConvBnAct, inputs: Any, output: torch.Tensor) -> None:
+        # An eval-mode ConvBnAct may fold its BN into the conv instead of calling it.
+        if module.folds_bn(inputs[0]):
+            parts["bn_macs"] += output.numel()
+
     handles = []
-    inside_conv_bn_act = {id(m.bn) for m in model.modules() if isinstance(m, ConvBnAct)}
     for module in model.modules():
-        # An eval-mode ConvBnAct may fold its BN into the conv: count its BN outputs there.
-        counts_bn = (
-            isinstance(module, nn.BatchNorm2d) and id(module) not in inside_conv_bn_act
-        ) or (isinstance(module, ConvBnAct) and isinstance(module.bn, nn.BatchNorm2d))
-        if counts_bn:
+        if isinstance(module, nn.BatchNorm2d):
             handles.append(module.register_forward_hook(adder("bn_macs")))
+        elif isinstance(module, ConvBnAct):
+            handles.append(module.register_forward_hook(folded_bn))
         elif isinstance(module, SKConv) and module.attention is not None:
             factor = len(module.branches)
             handles.append(module.register_forward_hook(adder("select_macs", factor)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sknet.layers.conv_bn import ConvBnAct
@@ -71,7 +72,12 @@ class SKAttention(nn.Module):
                 "normalises one value per channel over the batch; use a larger batch, drop the "
                 "last incomplete batch, or call model.eval()"
             )
-        logits = self.select(self.fuse(s.reshape(batch, self.channels, 1, 1)))
+        # A 1x1 convolution of a 1x1 map is a matrix product: run both as one (F.linear), far
+        # cheaper than a convolution call on such tiny inputs. BN (Eq. 3) keeps its module.
+        conv = self.fuse.conv
+        z = F.linear(s.reshape(batch, self.channels), conv.weight.flatten(1), conv.bias)
+        z = self.fuse.bn_act(z[:, :, None, None]).flatten(1)
+        logits = F.linear(z, self.select.weight.flatten(1))
         return logits.view(batch, self.num_branches, self.channels).softmax(dim=1)
 
 
