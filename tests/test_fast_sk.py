@@ -9,6 +9,7 @@ from torch import nn
 
 from sknet import SKConv
 from sknet.layers import ConvBnAct
+from sknet.models.resnext import Bottleneck
 
 
 def reference_conv_bn_act(unit: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
@@ -140,3 +141,40 @@ def test_forward_into_equals_sk_then_conv(case, train, dtype):
     )
     for name, value in got.items():
         assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_no_graph_breaks_under_torch_compile(train):
+    """TorchDynamo captures an SK bottleneck (SK unit fused with the next conv) as one graph."""
+    block = Bottleneck(32, 32, 64, 1, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None).train(train)
+    x = torch.randn(2, 32, 6, 6, requires_grad=train)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(block)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_autocast_bf16_runs_the_fast_path_in_bf16():
+    """Under CPU autocast (the same code path as CUDA AMP) the fused functions keep bf16 tensors
+    and fp32 parameters, and agree with fp32 to bf16 precision."""
+    block = Bottleneck(32, 32, 64, 2, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None)
+    randomize(block)
+    x = torch.randn(4, 32, 8, 8)
+    reference = copy.deepcopy(block)(x)
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert x.grad.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in block.parameters())
+    assert_close(out.float(), reference, rtol=0.05)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_channels_last_stays_channels_last(train):
+    layer = SKConv(16, 16, **CASES["M2"]).train(train)
+    x = torch.randn(3, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    out = layer(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_close(out, reference_sk(layer, x.contiguous()))
