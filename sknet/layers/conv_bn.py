@@ -26,9 +26,10 @@ class ConvBnAct(nn.Sequential):
     """``Conv2d(bias=False) -> BatchNorm2d -> ReLU`` with "same" padding for odd kernels.
 
     Submodules are named ``conv``, ``bn`` and (when ``act``) ``act`` so that BN folding and weight
-    import can address them. With the BatchNorm in eval mode, the forward folds it into the
+    import can address them; the convolution runs as ``F.conv2d`` with ``conv``'s parameters
+    (:meth:`convolve`). With the BatchNorm in eval mode, the forward folds it into the
     convolution on the fly (one convolution with a bias instead of a convolution and a BN pass)
-    whenever that is cheaper: when the weight has no more elements than the output.
+    whenever that is cheaper: when a filter has no more weights than it has outputs.
     :func:`sknet.deploy` folds it once for good (``bn`` becomes ``nn.Identity``).
 
     Args:

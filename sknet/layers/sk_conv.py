@@ -91,6 +91,19 @@ class SKConv(nn.Module):
     Table 7 and the layer has no fuse/select parameters. With one branch it is a plain
     conv + BN + ReLU.
 
+    The forward computes exactly that without the waste of a literal implementation (the tests
+    keep the literal one and check this against it, outputs and gradients):
+
+    * no stacked copy of the branch outputs: the pool of ``U`` is the sum of each branch's pool,
+      and for two branches the Select is one pass, ``V = U_2 + a_1 (U_1 - U_2)`` (the softmax
+      weights sum to one: ``a_1`` is the sigmoid of the logit difference);
+    * inference: each branch folds its eval-mode BN into its convolution, and without autograd
+      the Select writes into a branch output;
+    * training with autograd: :mod:`sknet.layers.sk_fused` keeps only the branch convolution
+      outputs and recomputes BN+ReLU in the backward, and :meth:`forward_into` does not keep
+      ``V`` either, so an SK bottleneck keeps as many tensors as a ResNeXt one. In training the
+      branch convolutions and BatchNorms are called directly (not through their modules' hooks).
+
     Args:
         in_channels: input channels.
         out_channels: C, channels of every branch and of the output.
