@@ -146,6 +146,8 @@ class SelectProject(torch.autograd.Function):
         *tensors: torch.Tensor,
     ) -> torch.Tensor:
         branches = len(tensors) // 4
+        # The U_m exist only to feed this function (BnReluPool keeps none), so V overwrites one;
+        # were one kept by anything, autograd's version check would still catch it.
         out = select(tensors[:branches], weights, inplace=True)
         if project_weight is None:
             ctx.mark_dirty(out)
