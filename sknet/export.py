@@ -7,6 +7,7 @@ import itertools
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.layers import fold_bn
 
@@ -15,7 +16,8 @@ def deploy(model: nn.Module) -> nn.Module:
     """An inference copy of ``model`` with every BatchNorm folded into its convolution.
 
     In eval mode ``BN(conv(x))`` is one convolution with a scaled weight and a bias. Each
-    ``Conv2d`` directly followed by a ``BatchNorm2d`` in a ``nn.Sequential`` (every
+    ``Conv2d`` directly followed by a BatchNorm (``BatchNorm2d`` or ``SyncBatchNorm``) in a
+    ``nn.Sequential`` (every
     :class:`~sknet.layers.ConvBnAct`, including the fuse of the SK attention, Eq. 3) becomes that
     convolution, and the BatchNorm an ``nn.Identity``; nothing else changes: module names, forward
     hooks (an SK unit's ``attention`` still outputs the weights [N, M, C]) and outputs (equal to
@@ -33,10 +35,10 @@ def deploy(model: nn.Module) -> nn.Module:
             names = list(parent._modules)
             for conv_name, bn_name in itertools.pairwise(names):
                 conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
                     _fold_into(conv, bn)
                     parent._modules[bn_name] = nn.Identity()
-    left = [name for name, m in deployed.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]
     if left:
         raise ValueError(
             f"deploy: cannot fold BatchNorm {left[0]!r} ({len(left)} in all): it does not "
@@ -45,7 +47,7 @@ def deploy(model: nn.Module) -> nn.Module:
     return deployed
 
 
-def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+def _fold_into(conv: nn.Conv2d, bn: _BatchNorm) -> None:
     if bn.running_var is None:
         raise ValueError(
             f"deploy: BatchNorm {bn} has no running statistics (track_running_stats=False), so "

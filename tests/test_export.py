@@ -3,6 +3,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 import sknet
 from sknet.layers import ConvBnAct
@@ -12,7 +13,7 @@ from sknet.models import create_model, list_models
 def randomize_bn(model: nn.Module) -> None:
     """Non-trivial statistics and affine parameters in every BatchNorm."""
     for bn in model.modules():
-        if isinstance(bn, nn.BatchNorm2d):
+        if isinstance(bn, _BatchNorm):
             bn.running_mean.uniform_(-0.2, 0.2)
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.data.uniform_(0.5, 1.5)
@@ -63,3 +64,14 @@ def test_deploy_rejects_a_batchnorm_it_cannot_fold():
     model = nn.Sequential(ConvBnAct(3, 8, 3), nn.BatchNorm2d(8))
     with pytest.raises(ValueError, match="cannot fold BatchNorm '1'"):
         sknet.deploy(model)
+
+
+def test_deploy_folds_sync_batchnorm_too():
+    model = nn.SyncBatchNorm.convert_sync_batchnorm(create_model("sknet26", num_classes=4))
+    randomize_bn(model)
+    model.eval()
+    deployed = sknet.deploy(model)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in deployed.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(deployed(x), model(x), rtol=1e-4, atol=1e-5)
