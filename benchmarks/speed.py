@@ -260,6 +260,10 @@ def timer(device: str) -> Callable[[Callable[[], None]], tuple[float, float | No
 def run_timed(task: Task, models: list[str], args: argparse.Namespace) -> Result:
     """Warm every model up (compiling it if asked), then time interleaved rounds."""
     result = Result(task, "s")
+    if task.compiled:
+        # Our models share one forward code object (so do timm's): without a reset, dynamo's
+        # per-code cache of compiled graphs fills up across tasks and silently runs eager.
+        torch._dynamo.reset()
     steps = {}
     for model in models:
         reason = skip_reason(model, task, args)
