@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sknet.layers.conv_bn import ConvBnAct
-from sknet.layers.sk_fused import BnReluPool, ConvSpec, SelectProject, select
+from sknet.layers.sk_fused import ConvSpec, SKTrain, select
 
 Branch = tuple[int, int, int]
 """One Split branch: ``(kernel_size, dilation, groups)``."""
@@ -99,10 +99,11 @@ class SKConv(nn.Module):
       weights sum to one: ``a_1`` is the sigmoid of the logit difference);
     * inference: each branch folds its eval-mode BN into its convolution, and without autograd
       the Select writes into a branch output;
-    * training with autograd: :mod:`sknet.layers.sk_fused` keeps only the branch convolution
-      outputs and recomputes BN+ReLU in the backward, and :meth:`forward_into` does not keep
-      ``V`` either, so an SK bottleneck keeps as many tensors as a ResNeXt one. In training the
-      branch convolutions and BatchNorms are called directly (not through their modules' hooks).
+    * training with autograd: :class:`~sknet.layers.sk_fused.SKTrain` keeps only the branch
+      convolution outputs and recomputes BN+ReLU in the backward, and :meth:`forward_into` does
+      not keep ``V`` either, so an SK bottleneck keeps as many tensors as a ResNeXt one. In
+      training the branch convolutions and BatchNorms are run directly (not through their
+      modules' hooks); the attention module is called as usual.
 
     Args:
         in_channels: input channels.
@@ -170,7 +171,14 @@ class SKConv(nn.Module):
         return project.bn_act(self._forward_training(x, conv.weight, spec))
 
     def _trains_with_autograd(self) -> bool:
-        return torch.is_grad_enabled() and all(_trains_bn(branch) for branch in self.branches)
+        """Whether the memory-lean training function applies: autograd on, and every BN of the
+        unit (branches and fuse) a training-mode BatchNorm2d after a bias-free convolution."""
+        units = list(self.branches)
+        if self.attention is not None:
+            units.append(self.attention.fuse)
+        return torch.is_grad_enabled() and all(
+            _trains_bn(unit) and unit.conv.bias is None for unit in units
+        )
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Each branch folds an eval-mode BN into its convolution, the pool reads each branch
@@ -194,25 +202,16 @@ class SKConv(nn.Module):
         project_spec: ConvSpec | None = None,
     ) -> torch.Tensor:
         """Training with autograd: keep the branch convolution outputs, recompute the rest."""
-        features, conv_outs, scales, shifts = [], [], [], []
-        pooled = None
-        for branch in self.branches:
-            bn = branch.bn
-            conv_out = branch.convolve(x)
-            feature, branch_pool, scale, shift = BnReluPool.apply(
-                conv_out, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                _bn_momentum(bn), bn.eps, self.attention is not None,
-            )
-            if branch_pool is not None:
-                pooled = branch_pool if pooled is None else pooled + branch_pool
-            features.append(feature)
-            conv_outs.append(conv_out)
-            scales.append(scale)
-            shifts.append(shift)
-        weights = None if pooled is None else self.attention(pooled)
-        return SelectProject.apply(
-            weights, project_weight, project_spec, *features, *conv_outs, *scales, *shifts
-        )
+        conv_outs = [branch.convolve(x) for branch in self.branches]
+        bns = [branch.bn for branch in self.branches]
+        running = [(bn.running_mean, bn.running_var, _bn_momentum(bn), bn.eps) for bn in bns]
+        tensors = [*conv_outs, *(bn.weight for bn in bns), *(bn.bias for bn in bns)]
+        if self.attention is not None:
+            fuse, select_conv = self.attention.fuse, self.attention.select
+            tensors += [fuse.conv.weight, fuse.bn.weight, fuse.bn.bias, select_conv.weight]
+        if project_weight is not None:
+            tensors.append(project_weight)
+        return SKTrain.apply(self.attention, project_spec, running, *tensors)
 
 
 def _trains_bn(unit: nn.Module) -> bool:
