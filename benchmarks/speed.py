@@ -287,6 +287,8 @@ def run_timed(task: Task, models: list[str], args: argparse.Namespace) -> Result
             result.others.setdefault(model, []).append(others)
     del steps
     gc.collect()
+    if args.device == "cuda":
+        torch.cuda.empty_cache()
     return result
 
 
@@ -441,7 +443,20 @@ def versions() -> dict[str, str | None]:
         timm_version = timm.__version__
     except ImportError:
         timm_version = None
+    try:
+        git = ["git", "-C", str(ROOT)]
+        commit = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        commit += "+dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
     return {
+        "sknet_commit": commit,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": timm_version,
@@ -453,6 +468,8 @@ def versions() -> dict[str, str | None]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True  # every model gets its fastest kernels
     if args.memory_worker:
         memory_worker(args)
         return 0
