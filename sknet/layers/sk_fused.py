@@ -37,6 +37,19 @@ def bn_relu(
     return out.relu_() if relu else out
 
 
+def affine_per_sample(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``scale * x + shift`` with ``scale``, ``shift`` of shape [N, C] (one value per sample and
+    channel): for a contiguous NCHW ``x``, the BN pass of :func:`bn_relu` over N*C channels."""
+    if not x.is_contiguous():
+        scale, shift = (t.to(x.dtype)[:, :, None, None] for t in (scale, shift))
+        return torch.addcmul(shift, x, scale)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    batch, channels = x.shape[:2]
+    flat = x.view(1, batch * channels, *x.shape[2:])
+    out = bn_relu(flat, scale.flatten().to(dtype), shift.flatten().to(dtype), relu=False)
+    return out.view_as(x)
+
+
 def select(
     features: Sequence[torch.Tensor], weights: torch.Tensor | None, inplace: bool
 ) -> torch.Tensor:
@@ -199,10 +212,9 @@ class SKTrain(torch.autograd.Function):
             )
             # d pooled / d U_m = 1 / (H W) for every branch (Eq. 2), joined with the Select's.
             area = grad.shape[-2] * grad.shape[-1]
-            grad_pooled = (grad_pooled / area).to(dtype)[:, :, None, None]
+            grad_pooled = grad_pooled / area
             grads_pre_relu = [
-                torch.addcmul(grad_pooled, grad, weights[:, m, :, None, None].to(dtype))
-                for m in range(branches)
+                affine_per_sample(grad, weights[:, m], grad_pooled) for m in range(branches)
             ]
         grad_inputs, grad_gammas, grad_betas = [], [], []
         for m in range(branches):
