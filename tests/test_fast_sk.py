@@ -173,8 +173,15 @@ def test_autocast_bf16_runs_the_fast_path_in_bf16():
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_channels_last_stays_channels_last(train):
-    layer = SKConv(16, 16, **CASES["M2"]).train(train)
-    x = torch.randn(3, 16, 8, 8).contiguous(memory_format=torch.channels_last)
-    out = layer(x)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    assert_close(out, reference_sk(layer, x.contiguous()))
+    layer = SKConv(16, 16, reduction=2, min_dim=8, **CASES["M2"])
+    randomize(layer)
+    layer.train(train)
+    reference = copy.deepcopy(layer).double()
+    x = sample_input()
+    grad = torch.randn(x.shape)
+    cl = torch.channels_last
+    got = run(layer, layer, x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl))
+    assert got["output"].is_contiguous(memory_format=cl)
+    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    for name, value in got.items():
+        assert_close(value.double(), expected[name])
