@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sknet.layers import SKConv, SqueezeExcite
+from sknet.layers import ConvBnAct, SKConv, SqueezeExcite
 from sknet.models import create_model, get_entry, paper_rows
 from sknet.models.registry import Paper, PaperRow
 
@@ -71,10 +71,17 @@ def profile_model(model: nn.Module, input_size: int = 224, in_chans: int = 3) ->
 
         return hook
 
+    def folded_bn(module: ConvBnAct, inputs: Any, output: torch.Tensor) -> None:
+        # An eval-mode ConvBnAct may fold its BN into the conv instead of calling it.
+        if module.folds_bn(inputs[0]):
+            parts["bn_macs"] += output.numel()
+
     handles = []
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             handles.append(module.register_forward_hook(adder("bn_macs")))
+        elif isinstance(module, ConvBnAct):
+            handles.append(module.register_forward_hook(folded_bn))
         elif isinstance(module, SKConv) and module.attention is not None:
             factor = len(module.branches)
             handles.append(module.register_forward_hook(adder("select_macs", factor)))

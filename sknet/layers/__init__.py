@@ -1,6 +1,6 @@
 """Reusable layers: nothing here imports from :mod:`sknet.models`."""
 
-from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.conv_bn import ConvBnAct, fold_bn
 from sknet.layers.se import SqueezeExcite
 from sknet.layers.sk_conv import DEFAULT_BRANCHES, SKAttention, SKConv, fuse_dim, parse_branches
 
@@ -10,6 +10,7 @@ __all__ = [
     "SKAttention",
     "SKConv",
     "SqueezeExcite",
+    "fold_bn",
     "fuse_dim",
     "parse_branches",
 ]

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode.
+
+    ``BN(y) = gamma * (y - mean) / sqrt(var + eps) + beta`` is a per-channel affine map, so it
+    scales each output filter and adds a bias. The result stays differentiable in the parameters.
+    """
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
 
 
 class ConvBnAct(nn.Sequential):
     """``Conv2d(bias=False) -> BatchNorm2d -> ReLU`` with "same" padding for odd kernels.
 
     Submodules are named ``conv``, ``bn`` and (when ``act``) ``act`` so that BN folding and weight
-    import can address them.
+    import can address them; the convolution runs as ``F.conv2d`` with ``conv``'s parameters
+    (:meth:`convolve`). With the BatchNorm in eval mode, the forward folds it into the
+    convolution on the fly (one convolution with a bias instead of a convolution and a BN pass)
+    whenever that is cheaper: when a filter has no more weights than it has outputs.
+    :func:`sknet.deploy` folds it once for good (``bn`` becomes ``nn.Identity``).
 
     Args:
         in_channels: input channels.
@@ -56,3 +75,55 @@ class ConvBnAct(nn.Sequential):
         if act:
             layers["act"] = nn.ReLU(inplace=True)
         super().__init__(layers)
+
+    def folds_bn(self, x: torch.Tensor) -> bool:
+        """Whether the forward on ``x`` folds an eval-mode BN into the convolution."""
+        bn = self.bn
+        if not isinstance(bn, nn.BatchNorm2d) or bn.training or bn.running_var is None:
+            return False
+        conv = self.conv
+        # Folding touches every weight once; the BN pass it saves touches every output once.
+        outputs_per_filter = x.shape[0] * (x.shape[-2] // conv.stride[0]) * (
+            x.shape[-1] // conv.stride[1]
+        )
+        return conv.weight[0].numel() <= outputs_per_filter
+
+    def convolve(
+        self, x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The convolution alone, with ``conv``'s own weight and bias unless others are given.
+
+        A convolution whose stride is a multiple of its dilation only ever reads every
+        ``dilation``-th pixel, so it runs as an undilated convolution on that subsampled view:
+        the same products and sums (e.g. the stride-2 "5x5" SK branch, 3x3 with dilation 2),
+        without the dilated kernels that some backends (oneDNN's backward) run far slower.
+        """
+        conv = self.conv
+        weight = conv.weight if weight is None else weight
+        bias = conv.bias if bias is None else bias
+        stride, padding, dilation = conv.stride, conv.padding, conv.dilation
+        kernel = conv.kernel_size
+        same_padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel, strict=True))
+        if (
+            dilation != (1, 1)
+            and padding == same_padding
+            and all(s % d == 0 for s, d in zip(stride, dilation, strict=True))
+        ):
+            x = x[..., :: dilation[0], :: dilation[1]]
+            stride = tuple(s // d for s, d in zip(stride, dilation, strict=True))
+            padding = tuple((k - 1) // 2 for k in kernel)
+            dilation = (1, 1)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, conv.groups)
+
+    def bn_act(self, conv_out: torch.Tensor) -> torch.Tensor:
+        """What follows the convolution: BN, then the ReLU if any."""
+        return self._activate(self.bn(conv_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.folds_bn(x):
+            return self._activate(self.convolve(x, *fold_bn(self.conv, self.bn)))
+        return self.bn_act(self.convolve(x))
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        act = self._modules.get("act")
+        return x if act is None else act(x)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.sk_fused import ConvSpec, SKTrain, select
 
 Branch = tuple[int, int, int]
 """One Split branch: ``(kernel_size, dilation, groups)``."""
@@ -70,7 +72,12 @@ class SKAttention(nn.Module):
                 "normalises one value per channel over the batch; use a larger batch, drop the "
                 "last incomplete batch, or call model.eval()"
             )
-        logits = self.select(self.fuse(s.reshape(batch, self.channels, 1, 1)))
+        # A 1x1 convolution of a 1x1 map is a matrix product: run both as one (F.linear), far
+        # cheaper than a convolution call on such tiny inputs. BN (Eq. 3) keeps its module.
+        conv = self.fuse.conv
+        z = F.linear(s.reshape(batch, self.channels), conv.weight.flatten(1), conv.bias)
+        z = self.fuse.bn_act(z[:, :, None, None]).flatten(1)
+        logits = F.linear(z, self.select.weight.flatten(1))
         return logits.view(batch, self.num_branches, self.channels).softmax(dim=1)
 
 
@@ -83,6 +90,20 @@ class SKConv(nn.Module):
     ``U = sum_m U_m`` (Eqs. 1-2). With ``attention=False`` the output is the naive sum U of
     Table 7 and the layer has no fuse/select parameters. With one branch it is a plain
     conv + BN + ReLU.
+
+    The forward computes exactly that without the waste of a literal implementation (the tests
+    keep the literal one and check this against it, outputs and gradients):
+
+    * no stacked copy of the branch outputs: the pool of ``U`` is the sum of each branch's pool,
+      and for two branches the Select is one pass, ``V = U_2 + a_1 (U_1 - U_2)`` (the softmax
+      weights sum to one: ``a_1`` is the sigmoid of the logit difference);
+    * inference: each branch folds its eval-mode BN into its convolution, and without autograd
+      the Select writes into a branch output;
+    * training with autograd: :class:`~sknet.layers.sk_fused.SKTrain` keeps only the branch
+      convolution outputs and recomputes BN+ReLU in the backward, and :meth:`forward_into` does
+      not keep ``V`` either, so an SK bottleneck keeps as many tensors as a ResNeXt one. In
+      training the branch convolutions and BatchNorms are run directly (not through their
+      modules' hooks); the attention module is called as usual.
 
     Args:
         in_channels: input channels.
@@ -124,14 +145,85 @@ class SKConv(nn.Module):
         return [d * (k - 1) + 1 for k, d, _ in self.branch_specs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.branches) > 1 and self._trains_with_autograd():
+            return self._forward_training(x)
+        return self._forward_inference(x)
+
+    def forward_into(self, x: torch.Tensor, project: ConvBnAct) -> torch.Tensor:
+        """``project(self(x))``: the SK unit and the convolution unit that follows it.
+
+        In training this does not keep the SK output ``V`` for the backward (the next
+        convolution's weight gradient needs it): it is recomputed from the branch convolution
+        outputs, which are kept anyway. A ResNeXt bottleneck with an SK unit then keeps as many
+        tensors as one with a single grouped convolution. Forward hooks on this SKConv itself do
+        not run in that case; hooks on its ``attention`` always do.
+        """
+        fused = (
+            len(self.branches) > 1
+            and self._trains_with_autograd()
+            and _trains_bn(project)
+            and project.conv.bias is None
+        )
+        if not fused:
+            return project(self(x))
+        conv = project.conv
+        spec = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        return project.bn_act(self._forward_training(x, conv.weight, spec))
+
+    def _trains_with_autograd(self) -> bool:
+        """Whether the memory-lean training function applies: autograd on, and every BN of the
+        unit (branches and fuse) a training-mode BatchNorm2d after a bias-free convolution."""
+        units = list(self.branches)
+        if self.attention is not None:
+            units.append(self.attention.fuse)
+        return torch.is_grad_enabled() and all(
+            _trains_bn(unit) and unit.conv.bias is None for unit in units
+        )
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Each branch folds an eval-mode BN into its convolution, the pool reads each branch
+        once, and without autograd the Select writes into the branch outputs."""
+        if len(self.branches) == 1:
+            return self.branches[0](x)
+        inplace = not torch.is_grad_enabled()
         features = [branch(x) for branch in self.branches]
-        fused = features[0]
-        for feature in features[1:]:
-            fused = fused + feature
-        if self.attention is None:
-            return fused
-        weights = self.attention(fused.mean((2, 3)))
-        out = features[0] * weights[:, 0, :, None, None]
-        for index, feature in enumerate(features[1:], start=1):
-            out = out + feature * weights[:, index, :, None, None]
-        return out
+        weights = None
+        if self.attention is not None:
+            pooled = features[0].mean((-2, -1))
+            for feature in features[1:]:
+                pooled = pooled + feature.mean((-2, -1))
+            weights = self.attention(pooled)
+        return select(features, weights, inplace)
+
+    def _forward_training(
+        self,
+        x: torch.Tensor,
+        project_weight: torch.Tensor | None = None,
+        project_spec: ConvSpec | None = None,
+    ) -> torch.Tensor:
+        """Training with autograd: keep the branch convolution outputs, recompute the rest."""
+        conv_outs = [branch.convolve(x) for branch in self.branches]
+        bns = [branch.bn for branch in self.branches]
+        running = [(bn.running_mean, bn.running_var, _bn_momentum(bn), bn.eps) for bn in bns]
+        tensors = [*conv_outs, *(bn.weight for bn in bns), *(bn.bias for bn in bns)]
+        if self.attention is not None:
+            fuse, select_conv = self.attention.fuse, self.attention.select
+            tensors += [fuse.conv.weight, fuse.bn.weight, fuse.bn.bias, select_conv.weight]
+        if project_weight is not None:
+            tensors.append(project_weight)
+        return SKTrain.apply(self.attention, project_spec, running, *tensors)
+
+
+def _trains_bn(unit: nn.Module) -> bool:
+    """Whether ``unit`` is a conv + training-mode BN (+ ReLU) that the fused path can run."""
+    bn = getattr(unit, "bn", None)
+    return isinstance(bn, nn.BatchNorm2d) and bn.training and bn.affine
+
+
+def _bn_momentum(bn: nn.BatchNorm2d) -> float:
+    """The running-average factor :class:`torch.nn.BatchNorm2d` would use for this batch."""
+    if bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            return 1.0 / float(bn.num_batches_tracked)
+    return 0.0 if bn.momentum is None else bn.momentum

@@ -64,10 +64,16 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        out = self.conv3(self.conv2(self.conv1(x)))
+        mid = self.conv1(x)
+        if isinstance(self.conv2, SKConv):
+            out = self.conv2.forward_into(mid, self.conv3)
+        else:
+            out = self.conv3(self.conv2(mid))
         if self.se is not None:
             out = self.se(out)
-        return self.act(out + shortcut)
+        # In place: no autograd function keeps this sum's first operand (BN and the SE product
+        # keep their inputs), and the next ReLU then works in the same buffer.
+        return self.act(out.add_(shortcut))
 
 
 class ResNeXt(Backbone):

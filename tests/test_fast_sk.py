@@ -1,0 +1,187 @@
+"""The fast SK path (the default forward) against a straightforward reference implementation."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sknet import SKConv
+from sknet.layers import ConvBnAct
+from sknet.models.resnext import Bottleneck
+
+
+def reference_conv_bn_act(unit: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
+    """conv -> BatchNorm (the module itself: batch or running statistics) -> ReLU, unfused."""
+    out = unit.bn(unit.conv(x))
+    return F.relu(out) if "act" in unit._modules else out
+
+
+def reference_sk(layer: SKConv, x: torch.Tensor) -> torch.Tensor:
+    """Eqs. 1-6 as written: stack the branches, sum, pool, fuse, softmax, weighted sum."""
+    features = torch.stack([reference_conv_bn_act(branch, x) for branch in layer.branches], 1)
+    fused = features.sum(1)
+    if layer.attention is None:
+        return fused
+    s = fused.mean((2, 3))
+    z = reference_conv_bn_act(layer.attention.fuse, s[:, :, None, None])
+    logits = layer.attention.select(z).flatten(1).view(x.shape[0], len(layer.branches), -1)
+    weights = logits.softmax(1)
+    return (features * weights[:, :, :, None, None]).sum(1)
+
+
+def randomize(module: nn.Module) -> None:
+    """Random BN statistics and affine parameters (some negative scales) and random conv weights."""
+    for child in module.modules():
+        if isinstance(child, nn.BatchNorm2d):
+            child.running_mean.uniform_(-0.5, 0.5)
+            child.running_var.uniform_(0.5, 2.0)
+            sign = torch.randint(0, 2, child.weight.shape) * 2 - 1
+            child.weight.data.uniform_(0.5, 1.5).mul_(sign)
+            child.bias.data.uniform_(-0.5, 0.5)
+        elif isinstance(child, nn.Conv2d):
+            child.weight.data.normal_(0, 0.5)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-5) -> None:
+    """``|actual - expected| <= rtol |expected|`` in the Euclidean norm of the whole tensor.
+
+    Element-wise relative error is the wrong yardstick for gradients that are sums with heavy
+    cancellation (the attention's, through BatchNorm and the softmax): a few elements near zero
+    then carry fp32 round-off of 1e-4 relative while the tensor agrees to 1e-7. The fp64 run holds
+    the same comparison to 1e-10, which no approximation in the fast path could pass.
+    """
+    assert actual.shape == expected.shape
+    error = torch.linalg.vector_norm((actual - expected).double())
+    scale = torch.linalg.vector_norm(expected.double())
+    assert error <= rtol * scale, f"relative error {error / scale:.2e} > {rtol:.0e}"
+
+
+CASES = {
+    "M1": {"branches": [(3, 1, 4)]},
+    "M2": {"branches": [(3, 1, 4), (3, 2, 4)]},
+    "M3": {"branches": [(3, 1, 4), (3, 2, 4), (5, 1, 8)]},
+    "M2-naive": {"branches": [(3, 1, 4), (3, 2, 4)], "attention": False},
+    "M3-naive": {"branches": [(3, 1, 4), (3, 2, 4), (3, 3, 4)], "attention": False},
+    "M2-depthwise": {"branches": [(3, 1, 16), (3, 2, 16)]},
+    "M3-depthwise": {"branches": [(3, 1, 16), (5, 1, 16), (3, 3, 16)]},
+}
+
+
+def sample_input() -> torch.Tensor:
+    """Six samples of different scales, so that the attention's BatchNorm (over the batch of
+    pooled statistics) is well conditioned."""
+    scale = torch.logspace(-0.5, 0.5, 6)[:, None, None, None]
+    return torch.randn(6, 16, 9, 9) * scale
+
+
+def run(layer: nn.Module, forward, x: torch.Tensor, grad: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Output, input gradient, parameter gradients and buffers after one forward/backward."""
+    x = x.clone().requires_grad_()
+    out = forward(x)
+    out.backward(grad.to(out.dtype))
+    results = {"output": out, "input grad": x.grad}
+    for name, param in layer.named_parameters():
+        assert param.grad is not None, f"{name} has no gradient"
+        results[f"{name} grad"] = param.grad
+    results.update(dict(layer.named_buffers()))
+    return results
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_path_equals_reference(case, stride, train, dtype):
+    """Output, input and parameter gradients, BN running statistics (and their update count).
+
+    Both run the same random weights and input; the reference runs in fp64, so that the fp32
+    tolerance (1e-5) measures the fast path, not the reference's own round-off; in fp64 the fast
+    path matches to 1e-10, which no approximation could.
+    """
+    layer = SKConv(16, 16, stride, reduction=2, min_dim=8, **CASES[case])
+    randomize(layer)
+    layer.train(train)
+    reference = copy.deepcopy(layer).double()
+    fast = layer.to(dtype)
+    x = sample_input()
+    grad = torch.randn(x.shape[0], 16, *(-(-s // stride) for s in x.shape[2:]))
+
+    got = run(fast, fast, x.to(dtype), grad)
+    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    assert list(got) == list(expected)
+    for name, value in got.items():
+        assert value.dtype == (dtype if value.is_floating_point() else torch.int64), name
+        assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("case", ["M2", "M3", "M2-naive"])
+def test_forward_into_equals_sk_then_conv(case, train, dtype):
+    """``forward_into`` (which recomputes the SK output in training) against the reference SK
+    followed by the next conv + BN, with the gradients of both units' parameters."""
+    layer = SKConv(16, 16, 2, reduction=2, min_dim=8, **CASES[case])
+    project = ConvBnAct(16, 24, 1, act=False)
+    pair = nn.ModuleList([layer, project])
+    randomize(pair)
+    pair.train(train)
+    reference = copy.deepcopy(pair).double()
+    pair.to(dtype)
+    x = sample_input()
+    grad = torch.randn(x.shape[0], 24, 5, 5)
+
+    got = run(pair, lambda inputs: layer.forward_into(inputs, project), x.to(dtype), grad)
+    expected = run(
+        reference,
+        lambda inputs: reference_conv_bn_act(reference[1], reference_sk(reference[0], inputs)),
+        x.double(),
+        grad,
+    )
+    for name, value in got.items():
+        assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_no_graph_breaks_under_torch_compile(train):
+    """TorchDynamo captures an SK bottleneck (SK unit fused with the next conv) as one graph."""
+    block = Bottleneck(32, 32, 64, 1, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None).train(train)
+    x = torch.randn(2, 32, 6, 6, requires_grad=train)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(block)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+def test_autocast_bf16_runs_the_fast_path_in_bf16():
+    """Under CPU autocast (the same code path as CUDA AMP) the fused functions keep bf16 tensors
+    and fp32 parameters, and agree with fp32 to bf16 precision."""
+    block = Bottleneck(32, 32, 64, 2, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None)
+    randomize(block)
+    x = torch.randn(4, 32, 8, 8)
+    reference = copy.deepcopy(block)(x)
+    x = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    assert x.grad.dtype == torch.float32
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in block.parameters())
+    assert_close(out.float(), reference, rtol=0.05)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_channels_last_stays_channels_last(train):
+    layer = SKConv(16, 16, reduction=2, min_dim=8, **CASES["M2"])
+    randomize(layer)
+    layer.train(train)
+    reference = copy.deepcopy(layer).double()
+    x = sample_input()
+    grad = torch.randn(x.shape)
+    cl = torch.channels_last
+    got = run(layer, layer, x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl))
+    assert got["output"].is_contiguous(memory_format=cl)
+    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    for name, value in got.items():
+        assert_close(value.double(), expected[name])
