@@ -116,7 +116,8 @@ def _numbers(kind: type) -> Callable[[str], list]:
 
 FLAG = {"action": "store_true"}
 TRAIN_OPTIONS: list[tuple[str, dict]] = [
-    ("--data", {"help": "digits (default), ImageNet-layout folder, cifar10:PATH, cifar100:PATH"}),
+    ("--data", {"help": "digits (default), ImageNet-layout folder, cifar10:PATH, "
+                        "cifar100:PATH, synthetic[:N] (generated, for speed runs)"}),
     ("--model", {"help": "registered model (default: sknet_digits on digits, sknet50 on folders)"}),
     ("--model-kwargs", {"type": _mapping, "metavar": "YAML", "help": "e.g. '{attention: false}'"}),
     ("--out", {"help": "output folder (default runs/train)"}),

@@ -6,6 +6,9 @@ Specs (:func:`open_data`):
   scikit-learn), a fixed stratified 80/20 train/val split, upsampled to the recipe's input size.
 * ``PATH``: an ImageNet-layout folder, ``PATH/train/CLASS/*.jpg`` and ``PATH/val/CLASS/*.jpg``.
 * ``cifar10:PATH`` / ``cifar100:PATH``: CIFAR in torchvision's format under ``PATH``.
+* ``synthetic`` / ``synthetic:N``: ``N`` (default 12,800) generated ImageNet-size training images
+  of 1,000 classes (and N/10 validation images), for speed and memory measurements with the
+  ImageNet recipe when no dataset is at hand (see :class:`SyntheticSource`).
 
 Nothing is ever downloaded. Augmentation follows the paper (Section 4.1): random-size crop and
 horizontal flip for ImageNet, evaluation by a centre crop; pad-4 crop and flip for CIFAR (the
@@ -41,6 +44,9 @@ does, which is ``(x - mean) / (1/255)`` for torchvision's [0, 1] tensors."""
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
 """Per-channel mean/std of the CIFAR-10 training set, as in the ResNeXt CIFAR code."""
+
+SYNTHETIC_IMAGES = 12_800
+"""Training images of ``--data synthetic`` (50 steps of batch 256 per epoch)."""
 
 DIGITS_VAL_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
@@ -293,6 +299,70 @@ class DigitsSource(Source):
 
 
 # ---------------------------------------------------------------------------------------------
+# synthetic
+
+
+class _SyntheticImages(Dataset):
+    """Image ``i`` of class ``i % classes``: its class's smooth pattern plus per-image noise.
+
+    Each class's pattern is a random 4x4 colour grid, bilinearly upsampled; the noise has the
+    same scale, so the task is learnable but not trivial. Both depend only on the index.
+    """
+
+    def __init__(self, count: int, first: int, size: int, classes: int) -> None:
+        self.count, self.first, self.size, self.classes = count, first, size, classes
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        number = self.first + index
+        target = number % self.classes
+        class_seed, image_seed = 2**40 + target, number  # disjoint seed ranges
+        grid = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(class_seed))
+        pattern = F.interpolate(grid[None], size=(self.size, self.size), mode="bilinear")[0]
+        generator = torch.Generator().manual_seed(image_seed)
+        noise = torch.randn(3, self.size, self.size, generator=generator)
+        return pattern + noise, target
+
+
+class SyntheticSource(Source):
+    """Generated images of 1,000 classes at ImageNet size, trained with the ImageNet recipe.
+
+    For measuring speed and memory (e.g. ``sknet50`` on a GPU) without a dataset: images are made
+    on the fly from their index, already normalised, at the requested size. Training flips them.
+    """
+
+    kind = "imagenet"
+    classes = 1000
+
+    def __init__(self, train_images: int) -> None:
+        self.spec = f"synthetic:{train_images}"
+        self.train_images = train_images
+        self.val_images = max(1, train_images // 10)
+        self.class_names = [f"class {index}" for index in range(self.classes)]
+
+    def train_set(self, input_size: int, min_scale: float) -> Dataset:
+        from torchvision import transforms
+
+        images = _SyntheticImages(self.train_images, 0, input_size, self.classes)
+        return _Seeded(images, transforms.RandomHorizontalFlip())
+
+    def val_set(self, size: int) -> Dataset:
+        images = _SyntheticImages(self.val_images, self.train_images, size, self.classes)
+        return _Transformed(images, torch.nn.Identity())
+
+    def preprocessing(self, size: int) -> dict[str, Any]:
+        return {
+            "input_size": size, "resize": size, "interpolation": "bilinear",
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+            "note": "synthetic images, generated already normalised",
+        }
+
+
+# ---------------------------------------------------------------------------------------------
 # ImageNet-layout folders
 
 
@@ -502,6 +572,13 @@ def open_data(spec: str, *, strict: bool = False) -> Source:
     if spec == "digits":
         return DigitsSource()
     name, separator, path = spec.partition(":")
+    if name == "synthetic":
+        count = path or str(SYNTHETIC_IMAGES)
+        if not count.isdigit() or int(count) < 2:
+            raise ValueError(
+                f"--data {spec}: give the number of training images, e.g. synthetic:12800"
+            )
+        return SyntheticSource(int(count))
     if separator and name in CIFAR_FOLDERS:
         if not path:
             raise ValueError(f"--data {spec}: give the CIFAR root, e.g. {name}:data/cifar")

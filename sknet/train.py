@@ -587,6 +587,8 @@ class _Trainer:
         columns = [
             "epoch", "lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s", "seconds"
         ]
+        if self.history and "peak_mem_mib" in self.history[-1]:
+            columns.append("peak_mem_mib")
         table = io.StringIO()
         writer = csv.DictWriter(table, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
@@ -701,6 +703,9 @@ class _Trainer:
             total=self.sampler.steps_per_epoch, initial=self.step, disable=not show,
             desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
         )
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         started = time.perf_counter()
         with progress:
             for images, targets in self._batches(progress):
@@ -730,6 +735,7 @@ class _Trainer:
                     ]
                     self._checkpoint()
         seconds += time.perf_counter() - started
+        peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
         self._share_buffers()
         total_loss, = _all_sum([loss_sum.item()], self.processes, self.device)
         self._check_finite(total_loss, "the training loss")
@@ -747,6 +753,8 @@ class _Trainer:
             "img_per_s": round(images_done / seconds, 1),
             "seconds": round(seconds, 2),
         }
+        if peak_mib is not None:
+            row["peak_mem_mib"] = round(peak_mib)
         self.history.append(row)
         self._save_best(row)
         self.epoch, self.step = self.epoch + 1, 0
@@ -757,6 +765,7 @@ class _Trainer:
             f"epoch {row['epoch']:>3}/{config.epochs}  lr {lr:.4g}  train loss "
             f"{row['train_loss']:.4f}  val top-1 err {row['val_top1_err']:.2f}%  top-5 err "
             f"{row['val_top5_err']:.2f}%  {row['img_per_s']:.0f} img/s  {row['seconds']:.1f} s"
+            + (f"  peak GPU memory {peak_mib:,.0f} MiB" if peak_mib is not None else "")
         )
         if self.skipped:
             self.log(f"  {len(self.skipped)} unreadable file(s) skipped so far, listed in "

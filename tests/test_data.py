@@ -6,7 +6,7 @@ import pytest
 import torch
 from imagefolder import make_image_folder
 
-from sknet.data import EpochBatches, Skipped, collate, open_data
+from sknet.data import EpochBatches, Skipped, _SyntheticImages, collate, open_data
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -134,3 +134,27 @@ def test_batches_do_not_depend_on_loader_workers():
     in_process = batches(0)
     assert all(torch.equal(a, b) for a, b in zip(in_process, batches(2), strict=True))
     assert all(torch.equal(a, b) for a, b in zip(in_process[6:], batches(0, 6), strict=True))
+
+
+def test_synthetic_images_are_learnable_and_depend_only_on_their_index():
+    source = open_data("synthetic:40")
+    assert source.kind == "imagenet" and len(source.class_names) == 1000
+    train, val = source.train_set(24, 0.08), source.val_set(24)
+    assert len(train) == 40 and len(val) == 4
+    image, target, skipped = train[(3, 7)]
+    assert image.shape == (3, 24, 24) and target == 3 and skipped == ()
+    assert torch.equal(train[(3, 7)][0], image)  # same key, same image
+    flipped = {train[(3, seed)][0].flip(-1).equal(image) for seed in range(8)}
+    assert flipped == {True, False}  # training flips, by the sample's seed
+    first, again = val[0], open_data("synthetic:40").val_set(24)[0]
+    assert first[1] == 40 and torch.equal(first[0], again[0])
+    # Two images of one class share a pattern: closer to each other than to another class.
+    same = _SyntheticImages(2, 0, 24, 1)
+    other = _SyntheticImages(2, 0, 24, 2)[1][0]
+    assert (same[0][0] - same[1][0]).norm() < (same[0][0] - other).norm()
+
+
+@pytest.mark.parametrize("spec", ["synthetic:x", "synthetic:1", "synthetic:-5"])
+def test_bad_synthetic_specs_fail_clearly(spec):
+    with pytest.raises(ValueError, match="number of training images"):
+        open_data(spec)

@@ -93,7 +93,7 @@ def run(layer: nn.Module, forward, x: torch.Tensor, grad: torch.Tensor) -> dict[
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
-def test_fast_path_equals_reference(case, stride, train, dtype):
+def test_fast_path_equals_reference(case, stride, train, dtype, device):
     """Output, input and parameter gradients, BN running statistics (and their update count).
 
     Both run the same random weights and input; the reference runs in fp64, so that the fp32
@@ -104,22 +104,24 @@ def test_fast_path_equals_reference(case, stride, train, dtype):
     randomize(layer)
     layer.train(train)
     reference = copy.deepcopy(layer).double()
-    fast = layer.to(dtype)
+    fast = layer.to(device, dtype)
     x = sample_input()
     grad = torch.randn(x.shape[0], 16, *(-(-s // stride) for s in x.shape[2:]))
 
-    got = run(fast, fast, x.to(dtype), grad)
+    got = run(fast, fast, x.to(device, dtype), grad.to(device))
     expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
     assert list(got) == list(expected)
     for name, value in got.items():
         assert value.dtype == (dtype if value.is_floating_point() else torch.int64), name
-        assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)
+        assert value.device == device, name
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-10
+        assert_close(value.double().cpu(), expected[name], tolerance)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("case", ["M2", "M3", "M2-naive"])
-def test_forward_into_equals_sk_then_conv(case, train, dtype):
+def test_forward_into_equals_sk_then_conv(case, train, dtype, device):
     """``forward_into`` (which recomputes the SK output in training) against the reference SK
     followed by the next conv + BN, with the gradients of both units' parameters."""
     layer = SKConv(16, 16, 2, reduction=2, min_dim=8, **CASES[case])
@@ -128,11 +130,14 @@ def test_forward_into_equals_sk_then_conv(case, train, dtype):
     randomize(pair)
     pair.train(train)
     reference = copy.deepcopy(pair).double()
-    pair.to(dtype)
+    pair.to(device, dtype)
     x = sample_input()
     grad = torch.randn(x.shape[0], 24, 5, 5)
 
-    got = run(pair, lambda inputs: layer.forward_into(inputs, project), x.to(dtype), grad)
+    got = run(
+        pair, lambda inputs: layer.forward_into(inputs, project), x.to(device, dtype),
+        grad.to(device),
+    )
     expected = run(
         reference,
         lambda inputs: reference_conv_bn_act(reference[1], reference_sk(reference[0], inputs)),
@@ -140,7 +145,8 @@ def test_forward_into_equals_sk_then_conv(case, train, dtype):
         grad,
     )
     for name, value in got.items():
-        assert_close(value.double(), expected[name], 1e-5 if dtype == torch.float32 else 1e-10)
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-10
+        assert_close(value.double().cpu(), expected[name], tolerance)
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
@@ -154,15 +160,16 @@ def test_no_graph_breaks_under_torch_compile(train):
     assert explanation.graph_count == 1
 
 
-def test_autocast_bf16_runs_the_fast_path_in_bf16():
-    """Under CPU autocast (the same code path as CUDA AMP) the fused functions keep bf16 tensors
-    and fp32 parameters, and agree with fp32 to bf16 precision."""
+def test_autocast_bf16_runs_the_fast_path_in_bf16(device):
+    """Under autocast (CPU here; CUDA AMP with ``SKNET_TEST_DEVICE=cuda``) the fused functions
+    keep bf16 tensors and fp32 parameters, and agree with fp32 to bf16 precision."""
     block = Bottleneck(32, 32, 64, 2, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None)
     randomize(block)
-    x = torch.randn(4, 32, 8, 8)
+    block.to(device)
+    x = torch.randn(4, 32, 8, 8, device=device)
     reference = copy.deepcopy(block)(x)
     x = x.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(device.type, dtype=torch.bfloat16):
         out = block(x)
     assert out.dtype == torch.bfloat16
     out.float().square().mean().backward()
@@ -172,16 +179,20 @@ def test_autocast_bf16_runs_the_fast_path_in_bf16():
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_channels_last_stays_channels_last(train):
+def test_channels_last_stays_channels_last(train, device):
     layer = SKConv(16, 16, reduction=2, min_dim=8, **CASES["M2"])
     randomize(layer)
     layer.train(train)
     reference = copy.deepcopy(layer).double()
+    layer.to(device)
     x = sample_input()
     grad = torch.randn(x.shape)
     cl = torch.channels_last
-    got = run(layer, layer, x.contiguous(memory_format=cl), grad.contiguous(memory_format=cl))
+    got = run(
+        layer, layer, x.to(device).contiguous(memory_format=cl),
+        grad.to(device).contiguous(memory_format=cl),
+    )
     assert got["output"].is_contiguous(memory_format=cl)
     expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
     for name, value in got.items():
-        assert_close(value.double(), expected[name])
+        assert_close(value.double().cpu(), expected[name])

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything we measure on a lent GPU, in one call (about 9 minutes on one H200 or H100):
+#   1. the fast SK path against the fp64 reference on the GPU (forward and gradients),
+#   2. benchmarks/speed.py --device cuda (AMP bf16, batch 256: ours vs timm, SK vs ResNeXt),
+#   3. `sknet train` on synthetic 224x224 data, AMP bf16, channels_last, 3 epochs of 70 steps of
+#      batch 256: sknet50 eagerly and with --compile, then resnext50_32x4d eagerly.
+# Usage, from the repository root: OUT=results_dir bash benchmarks/gpu_session.sh
+# Each step has its own time limit, so one failure does not cost the others.
+set -u
+OUT=${OUT:-gpu_results}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  $PY -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__)"
+  $PY -c "import timm; print('timm', timm.__version__)"
+  nproc
+  git rev-parse --short HEAD 2>/dev/null || true
+} > "$OUT/env.txt" 2>&1
+
+SKNET_TEST_DEVICE=cuda timeout 90 $PY -m pytest tests/test_fast_sk.py -q -x -p no:cacheprovider \
+  > "$OUT/pytest_cuda.txt" 2>&1
+echo "pytest rc=$?" >> "$OUT/pytest_cuda.txt"
+
+timeout 300 $PY benchmarks/speed.py --device cuda --json "$OUT/gpu.json" > "$OUT/speed.txt" 2>&1
+echo "speed rc=$?" >> "$OUT/speed.txt"
+
+train() {  # name, time limit (s), extra args
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" $PY -m sknet train --data synthetic:17920 --epochs 3 --batch-size 256 \
+    --eval-sizes 224 --amp --channels-last --device cuda --save-every 0 \
+    --out "/tmp/train_$name" "$@" > "$OUT/train_$name.txt" 2>&1
+  echo "train rc=$?" >> "$OUT/train_$name.txt"
+  cat "/tmp/train_$name/metrics.csv" >> "$OUT/train_$name.txt" 2>/dev/null
+}
+train sknet50 110 --model sknet50
+train sknet50_compile 200 --model sknet50 --compile
+train resnext50 110 --model resnext50_32x4d
+ls -la "$OUT"
