@@ -23,16 +23,23 @@ ConvSpec = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]
 """``(stride, padding, dilation, groups)`` of a convolution."""
 
 
+_UNIT_EPS = 2.0**-16
+"""An ``eps`` that cuDNN accepts (>= 1e-5) and with ``1 - eps`` exact in fp32."""
+
+
 def bn_relu(
     conv_out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, relu: bool = True
 ) -> torch.Tensor:
     """``ReLU(scale * conv_out + shift)`` (without the ReLU unless ``relu``), per channel.
 
     Runs as an inference-mode BatchNorm with zero mean and unit variance, one fused pass, which
-    CPU and GPU kernels do faster than a broadcasting ``addcmul``.
+    CPU and GPU kernels do faster than a broadcasting ``addcmul``. The variance is stored as
+    ``1 - eps`` so that ``var + eps`` is exactly 1 (``scale`` is fp32 or fp64): some PyTorch
+    releases and cuDNN reject an ``eps`` of zero or below 1e-5.
     """
+    variance = torch.full_like(scale, 1 - _UNIT_EPS)
     out = F.batch_norm(
-        conv_out, torch.zeros_like(scale), torch.ones_like(scale), scale, shift, False, 0.0, 0.0
+        conv_out, torch.zeros_like(scale), variance, scale, shift, False, 0.0, _UNIT_EPS
     )
     return out.relu_() if relu else out
 
