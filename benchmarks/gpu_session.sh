@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Everything we measure on a lent GPU, in one call (about 9 minutes on one H200 or H100):
-#   1. the fast SK path against the fp64 reference on the GPU (forward and gradients),
-#   2. benchmarks/speed.py --device cuda (AMP bf16, batch 256: ours vs timm, SK vs ResNeXt),
-#   3. `sknet train` on synthetic 224x224 data, AMP bf16, channels_last, 3 epochs of 70 steps of
-#      batch 256: sknet50 eagerly and with --compile, then resnext50_32x4d eagerly.
-# Usage, from the repository root: OUT=results_dir bash benchmarks/gpu_session.sh
-# Each step has its own time limit, so one failure does not cost the others.
-# WITH_RESNEXT=0 leaves out the last run (the ResNeXt baseline of the training CLI).
+# What we measure on a lent GPU, in one call per part (a call may run 10 minutes at most):
+#   bash benchmarks/gpu_session.sh speed   (about 8 minutes on one H200)
+#     1. the fast SK path against the fp64 reference on the GPU (forward and gradients),
+#     2. benchmarks/speed.py --device cuda (AMP bf16, batch 256: ours vs timm, SK vs ResNeXt;
+#        eager tasks first, the compiled ones last; JSON written after every task);
+#   bash benchmarks/gpu_session.sh train   (about 6 minutes)
+#     3. `sknet train` on synthetic 224x224 data, AMP bf16, channels_last, 3 epochs of 70 steps of
+#        batch 256: sknet50 eagerly and with --compile, and resnext50_32x4d eagerly.
+# Results go to $OUT (default gpu_results/). Each step has its own time limit, so one failure
+# does not cost the others.
 set -u
 OUT=${OUT:-gpu_results}
 mkdir -p "$OUT"
@@ -21,12 +23,14 @@ PY=${PYTHON:-python3}
   git rev-parse --short HEAD 2>/dev/null || true
 } > "$OUT/env.txt" 2>&1
 
-SKNET_TEST_DEVICE=cuda timeout 60 $PY -m pytest tests/test_fast_sk.py -q -p no:cacheprovider \
-  > "$OUT/pytest_cuda.txt" 2>&1
-echo "pytest rc=$?" >> "$OUT/pytest_cuda.txt"
-
-timeout 280 $PY benchmarks/speed.py --device cuda --json "$OUT/gpu.json" > "$OUT/speed.txt" 2>&1
-echo "speed rc=$?" >> "$OUT/speed.txt"
+PART=${1:-speed}
+if [ "$PART" = speed ]; then
+  SKNET_TEST_DEVICE=cuda timeout 60 $PY -m pytest tests/test_fast_sk.py -q -p no:cacheprovider \
+    > "$OUT/pytest_cuda.txt" 2>&1
+  echo "pytest rc=$?" >> "$OUT/pytest_cuda.txt"
+  timeout 420 $PY benchmarks/speed.py --device cuda --json "$OUT/gpu.json" > "$OUT/speed.txt" 2>&1
+  echo "speed rc=$?" >> "$OUT/speed.txt"
+fi
 
 train() {  # name, time limit (s), extra args
   local name=$1 limit=$2; shift 2
@@ -36,7 +40,9 @@ train() {  # name, time limit (s), extra args
   echo "train rc=$?" >> "$OUT/train_$name.txt"
   cat "/tmp/train_$name/metrics.csv" >> "$OUT/train_$name.txt" 2>/dev/null
 }
-train sknet50 100 --model sknet50
-train sknet50_compile 180 --model sknet50 --compile
-[ "${WITH_RESNEXT:-1}" = 1 ] && train resnext50 100 --model resnext50_32x4d
+if [ "$PART" = train ]; then
+  train sknet50 100 --model sknet50
+  train resnext50 100 --model resnext50_32x4d
+  train sknet50_compile 200 --model sknet50 --compile
+fi
 ls -la "$OUT"

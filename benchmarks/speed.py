@@ -16,7 +16,8 @@ median over rounds; the ratios in brackets are the quartiles of the per-round ra
 the noise. ``--json`` writes every sample with the machine, versions and command.
 
 CPU (the defaults): ``python benchmarks/speed.py --json benchmarks/cpu.json``
-GPU (AMP bf16, batch 256, CUDA events; ~5 min on one H100):
+GPU (AMP bf16, batch 256, CUDA events; eager tasks about 2 min on one H200, the two compiled
+ones about 4 more; results are written after every task):
 ``python benchmarks/speed.py --device cuda --json benchmarks/gpu.json``
 """
 
@@ -380,8 +381,9 @@ def tasks(args: argparse.Namespace) -> list[Task]:
         planned.append(Task("eval", max(args.infer_batches), False, channels_last=True))
         planned.append(Task("train", args.train_batch, False, channels_last=True))
     planned += [Task("memory", args.memory_batch, compiled) for compiled in compile_flags]
-    if args.device == "cuda":  # keep the GPU run within about 5 minutes
+    if args.device == "cuda":  # the eager tasks first: compiling takes minutes on a GPU machine
         planned = [t for t in planned if not (t.compiled and t.kind in ("deploy", "memory"))]
+        planned.sort(key=lambda t: t.compiled)
     return [task for task in planned if task.kind in args.kinds]
 
 
@@ -465,6 +467,29 @@ def versions() -> dict[str, str | None]:
     }
 
 
+def write_report(
+    path: Path, results: list[Result], started: datetime.datetime, command: str,
+    args: argparse.Namespace,
+) -> None:
+    """Every sample so far, with the machine, versions, command and tables, written atomically."""
+    report = {
+        "date": started.isoformat(),
+        "command": command,
+        "machine": machine(args),
+        "versions": versions(),
+        "settings": {k: str(v) for k, v in vars(args).items() if k != "memory_worker"},
+        "table": format_table(results, quiet=False),
+        "quiet_table": format_table(results, quiet=True) if args.device == "cpu" else None,
+        "results": [
+            {**asdict(r), "task": {**asdict(r.task), "label": r.task.label}} for r in results
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(report, indent=1))
+    temporary.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -474,43 +499,27 @@ def main(argv: list[str] | None = None) -> int:
         memory_worker(args)
         return 0
     started = datetime.datetime.now(datetime.timezone.utc)
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    print(f"{started:%Y-%m-%d %H:%M} UTC, {machine(args)}, {versions()}\n$ {command}", flush=True)
     results = []
     for task in tasks(args):
         begin = time.perf_counter()
         runner = run_memory if task.kind == "memory" else run_timed
         results.append(runner(task, args.models, args))
         print(f"{task.label}: {time.perf_counter() - begin:.0f} s", file=sys.stderr, flush=True)
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-    print(f"\n{started:%Y-%m-%d %H:%M} UTC, {machine(args)}, {versions()}\n$ {command}\n")
-    table = format_table(results, quiet=False)
-    print("All rounds (median; [quartiles of the per-round ratios]):\n" + table)
-    quiet_table = None
+        print(format_table(results[-1:], quiet=False).splitlines()[-1], flush=True)
+        if args.json:  # after every task: a run stopped by a time limit keeps what it measured
+            write_report(args.json, results, started, command, args)
+    print("\nAll rounds (median; [quartiles of the per-round ratios]):")
+    print(format_table(results, quiet=False))
     if args.device == "cpu":
-        quiet_table = format_table(results, quiet=True)
         print(
             f"\nQuiet rounds only (other processes used <= {QUIET:.0%} of the CPU during every "
-            "sample of the round; n = rounds):\n" + quiet_table
+            "sample of the round; n = rounds):\n" + format_table(results, quiet=True)
         )
     skipped = {r.task.label: r.skipped for r in results if r.skipped}
     if skipped:
         print(f"\nskipped: {skipped}")
-    if args.json:
-        report = {
-            "date": started.isoformat(),
-            "command": command,
-            "machine": machine(args),
-            "versions": versions(),
-            "settings": {k: str(v) for k, v in vars(args).items() if k != "memory_worker"},
-            "table": table,
-            "quiet_table": quiet_table,
-            "results": [
-                {**asdict(r), "task": {**asdict(r.task), "label": r.task.label}} for r in results
-            ],
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.json.with_suffix(".tmp")
-        temporary.write_text(json.dumps(report, indent=1))
-        temporary.replace(args.json)
     return 0
 
 
