@@ -90,6 +90,25 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sknet.export import export_checkpoint
+
+    try:
+        done = export_checkpoint(
+            args.checkpoint, args.out, input_size=args.input_size, fold=not args.keep_bn,
+            opset=args.opset,
+        )
+    except ModuleNotFoundError as error:  # onnx or onnxscript missing: the message says what
+        raise UserError(str(error)) from None
+    mode = "eval mode, BatchNorm kept" if args.keep_bn else "deploy mode, BatchNorm folded"
+    shape = "x".join(str(item) for item in done["input_shape"])
+    print(
+        f"wrote {done['out']}: {done['model']} from {done['weights']}, {mode}, input {shape} "
+        f"(dynamic batch N), opset {done['opset']}"
+    )
+    return 0
+
+
 def _mapping(text: str) -> dict:
     import yaml
 
@@ -218,6 +237,28 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     analyze.set_defaults(func=_analyze)
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write trained weights as an ONNX graph (deploy mode, dynamic batch)",
+        description="Export trained weights to ONNX with torch's torch.export-based exporter "
+        "(needs onnx and onnxscript: pip install 'sknet[onnx]'). The graph takes input "
+        "[N, C, S, S] (N free, S the checkpoint's input size) and outputs logits [N, classes]; "
+        "BatchNorm is folded into the convolutions unless --keep-bn.",
+    )
+    add = export.add_argument
+    add("--checkpoint", required=True, metavar="PATH",
+        help="training --out folder, weights folder, X.safetensors or last.pt")
+    add("--format", default="onnx", choices=("onnx",), help="output format (default onnx)")
+    add("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
+    add("--input-size", type=int, default=None, metavar="S",
+        help="input height = width (default: the checkpoint's preprocessing input_size)")
+    add("--keep-bn", action="store_true",
+        help="export the eval-mode model with BatchNorm nodes instead of folding them")
+    add("--opset", type=int, default=None, help="ONNX opset (default: the exporter's own)")
+    export.set_defaults(func=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sknet",
@@ -243,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_eval(commands)
     _add_analyze(commands)
+    _add_export(commands)
     return parser
 
 
