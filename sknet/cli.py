@@ -109,6 +109,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from sknet.predict import format_prediction, predict
+
+    for prediction in predict(args.checkpoint, args.images, top=args.top, device=args.device):
+        print(format_prediction(prediction))
+    return 0
+
+
 def _mapping(text: str) -> dict:
     import yaml
 
@@ -259,6 +267,23 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_export)
 
 
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="top classes and probabilities of images",
+        description="Classify image files with trained weights, preprocessed as their config "
+        "says (resize, centre crop, mean/std, grey for one-channel models), and print the top "
+        "classes with their probabilities for each image.",
+    )
+    add = predict.add_argument
+    add("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    add("--checkpoint", required=True, metavar="PATH",
+        help="training --out folder, weights folder or X.safetensors")
+    add("--top", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
+    add("--device", default="auto")
+    predict.set_defaults(func=_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sknet",
@@ -285,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_analyze(commands)
     _add_export(commands)
+    _add_predict(commands)
     return parser
 
 
