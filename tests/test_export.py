@@ -188,12 +188,13 @@ def test_a_failed_onnx_write_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"previous")
 
-    def broken_save(self, destination, **options):
-        with open(destination, "wb") as file:
-            file.write(b"half a model")
-        raise OSError("disk full")
+    class Program:  # what torch.onnx.export returns; this one fails halfway through saving
+        def save(self, destination, **options):
+            with open(destination, "wb") as file:
+                file.write(b"half a model")
+            raise OSError("disk full")
 
-    monkeypatch.setattr(torch.onnx.ONNXProgram, "save", broken_save)
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: Program())
     with pytest.raises(OSError, match="disk full"):
         sknet.export_onnx(model, path, input_size=16)
     assert path.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == [path.name]
