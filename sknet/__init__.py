@@ -1,7 +1,7 @@
 """sknet: Selective Kernel Networks (Li, Wang, Hu, Yang; CVPR 2019) in PyTorch."""
 
 from sknet.convert import Replacement, convert_to_sk
-from sknet.export import deploy
+from sknet.export import deploy, export_onnx
 from sknet.layers import SKAttention, SKConv
 from sknet.models import create_model, list_models, load_pretrained, save_pretrained
 from sknet.profile import profile, profile_model
@@ -16,6 +16,7 @@ __all__ = [
     "convert_to_sk",
     "create_model",
     "deploy",
+    "export_onnx",
     "list_models",
     "load_pretrained",
     "profile",

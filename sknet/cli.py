@@ -90,6 +90,33 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sknet.export import export_checkpoint
+
+    try:
+        done = export_checkpoint(
+            args.checkpoint, args.out, input_size=args.input_size, fold=not args.keep_bn,
+            opset=args.opset,
+        )
+    except ModuleNotFoundError as error:  # onnx or onnxscript missing: the message says what
+        raise UserError(str(error)) from None
+    mode = "eval mode, BatchNorm kept" if args.keep_bn else "deploy mode, BatchNorm folded"
+    shape = "x".join(str(item) for item in done["input_shape"])
+    print(
+        f"wrote {done['out']}: {done['model']} from {done['weights']}, {mode}, input {shape} "
+        f"(dynamic batch N), opset {done['opset']}"
+    )
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from sknet.predict import format_prediction, predict
+
+    for prediction in predict(args.checkpoint, args.images, top=args.top, device=args.device):
+        print(format_prediction(prediction))
+    return 0
+
+
 def _mapping(text: str) -> dict:
     import yaml
 
@@ -219,6 +246,45 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     analyze.set_defaults(func=_analyze)
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write trained weights as an ONNX graph (deploy mode, dynamic batch)",
+        description="Export trained weights to ONNX with torch's torch.export-based exporter "
+        "(needs onnx and onnxscript: pip install 'sknet[onnx]'). The graph takes input "
+        "[N, C, S, S] (N free, S the checkpoint's input size) and outputs logits [N, classes]; "
+        "BatchNorm is folded into the convolutions unless --keep-bn.",
+    )
+    add = export.add_argument
+    add("--checkpoint", required=True, metavar="PATH",
+        help="training --out folder, weights folder, X.safetensors or last.pt")
+    add("--format", default="onnx", choices=("onnx",), help="output format (default onnx)")
+    add("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
+    add("--input-size", type=int, default=None, metavar="S",
+        help="input height = width (default: the checkpoint's preprocessing input_size)")
+    add("--keep-bn", action="store_true",
+        help="export the eval-mode model with BatchNorm nodes instead of folding them")
+    add("--opset", type=int, default=None, help="ONNX opset (default: the exporter's own)")
+    export.set_defaults(func=_export)
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="top classes and probabilities of images",
+        description="Classify image files with trained weights, preprocessed as their config "
+        "says (resize, centre crop, mean/std, grey for one-channel models), and print the top "
+        "classes with their probabilities for each image.",
+    )
+    add = predict.add_argument
+    add("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
+    add("--checkpoint", required=True, metavar="PATH",
+        help="training --out folder, weights folder or X.safetensors")
+    add("--top", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
+    add("--device", default="auto")
+    predict.set_defaults(func=_predict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sknet",
@@ -244,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_eval(commands)
     _add_analyze(commands)
+    _add_export(commands)
+    _add_predict(commands)
     return parser
 
 

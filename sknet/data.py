@@ -23,7 +23,7 @@ mid-epoch, with any number of loader workers or processes, sees exactly the same
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,7 +366,7 @@ class SyntheticSource(Source):
 # ImageNet-layout folders
 
 
-def _read_image(path: str):
+def read_image(path: str):
     """Decode ``path`` fully as RGB (``load`` catches truncated files that ``open`` accepts)."""
     from PIL import Image
 
@@ -384,7 +384,7 @@ class _Files(Dataset):
     def __getitem__(self, index: int):
         path, target = self.samples[index]
         try:
-            return _read_image(path), target
+            return read_image(path), target
         except Exception as error:  # PIL raises many types for damaged files
             return Skipped(path, f"unreadable: {error}")
 
@@ -433,7 +433,7 @@ def _scan_split(
     if strict:
         for path, _ in samples:
             try:
-                _read_image(path)
+                read_image(path)
             except Exception as error:
                 skipped.append(Skipped(path, f"unreadable: {error}"))
         if skipped:
@@ -480,20 +480,74 @@ class FolderSource(Source):
         ]))
 
     def val_set(self, size: int) -> Dataset:
-        from torchvision import transforms
-
-        return _Transformed(self.val_files, transforms.Compose([
-            transforms.Resize(round(size / CROP_FRACTION)),
-            transforms.CenterCrop(size),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]))
+        return _Transformed(self.val_files, eval_transform(self.preprocessing(size)))
 
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {
             "input_size": size, "resize": round(size / CROP_FRACTION), "interpolation": "bilinear",
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         }
+
+
+class _Convert:
+    """``image.convert(mode)``, picklable for loader processes."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, image):
+        return image.convert(self.mode)
+
+
+def eval_transform(
+    preprocessing: Mapping[str, Any], channels: int = 3, source: str = "preprocessing"
+) -> Callable[[Any], torch.Tensor]:
+    """The evaluation transform a weights config describes: PIL image -> normalised tensor.
+
+    The image is converted to grey (``channels=1``) or RGB, its shorter side resized to
+    ``resize`` (default ``input_size``) with ``interpolation`` (default bilinear), the centre
+    ``input_size`` square cropped, scaled to [0, 1] and normalised by ``mean``/``std``.
+
+    Args:
+        preprocessing: a config's ``preprocessing`` (:meth:`Source.preprocessing`).
+        channels: the network's input channels, 1 or 3.
+        source: where the config came from, for error messages.
+
+    Raises:
+        ValueError: the config lacks ``input_size``, ``mean`` or ``std``, or does not fit
+            ``channels``.
+    """
+    from torchvision import transforms
+
+    missing = [key for key in ("input_size", "mean", "std") if key not in preprocessing]
+    if missing:
+        raise ValueError(
+            f"{source}: the preprocessing config lacks {', '.join(missing)}; use weights saved "
+            "with their preprocessing (a run's best.safetensors, or sknet.save_pretrained(..., "
+            "preprocessing=...))"
+        )
+    if channels not in (1, 3):
+        raise ValueError(f"{source}: images can feed 1 or 3 input channels, not {channels}")
+    mean, std = list(preprocessing["mean"]), list(preprocessing["std"])
+    if len(mean) not in (1, channels) or len(std) not in (1, channels):
+        raise ValueError(
+            f"{source}: {len(mean)} means and {len(std)} stds for a {channels}-channel input"
+        )
+    size = int(preprocessing["input_size"])
+    name = preprocessing.get("interpolation", "bilinear")
+    try:
+        interpolation = transforms.InterpolationMode(name)
+    except ValueError:
+        raise ValueError(
+            f"{source}: unknown interpolation {name!r} in the preprocessing config"
+        ) from None
+    return transforms.Compose([
+        _Convert("L" if channels == 1 else "RGB"),
+        transforms.Resize(int(preprocessing.get("resize", size)), interpolation=interpolation),
+        transforms.CenterCrop(size),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
 
 
 # ---------------------------------------------------------------------------------------------

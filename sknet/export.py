@@ -1,15 +1,38 @@
-"""Inference copies of our models: every BatchNorm folded into the convolution before it."""
+"""Inference copies of our models (every BatchNorm folded into the convolution before it) and
+their ONNX export.
+
+ONNX export uses torch's ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``,
+which needs ``onnx`` and ``onnxscript``): the default and maintained path since torch 2.9, where the
+TorchScript path is deprecated. Our eval-mode forward is plain tensor code (the custom autograd
+function of the SK unit only runs in training); the one shape-dependent choice in it, whether
+:class:`~sknet.layers.ConvBnAct` folds an eval-mode BN on the fly, is switched off while exporting,
+so the graph keeps the batch dimension dynamic. docs/deployment.md says more.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import importlib
+import io
 import itertools
+import os
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sknet.atomic import atomic_path
 from sknet.layers import fold_bn
+
+ONNX_OPSET = 18
+"""The opset torch's exporter builds its graphs in (others go through onnx's version converter);
+onnxruntime runs it from version 1.14 on."""
+ONNX_INPUT = "input"
+ONNX_OUTPUT = "logits"
+ONNX_PACKAGES = ("onnx", "onnxscript")
 
 
 def deploy(model: nn.Module) -> nn.Module:
@@ -56,3 +79,110 @@ def _fold_into(conv: nn.Conv2d, bn: _BatchNorm) -> None:
     weight, bias = fold_bn(conv, bn)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=conv.weight.requires_grad)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=conv.weight.requires_grad)
+
+
+def input_channels(model: nn.Module) -> int:
+    """Channels the model takes: those of its first convolution."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no Conv2d to read its input channels from")
+    return first.in_channels
+
+
+def _require_onnx() -> None:
+    """Import the exporter's dependencies, failing in one line that says how to get them."""
+    for package in ONNX_PACKAGES:
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise ModuleNotFoundError(
+                f"ONNX export needs the packages {' and '.join(ONNX_PACKAGES)} ({package} is "
+                "missing): pip install 'sknet[onnx]'"
+            ) from None
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_size: int | tuple[int, int] = 224,
+    in_chans: int | None = None,
+    fold: bool = True,
+    opset: int = ONNX_OPSET,
+) -> Path:
+    """Write ``model`` as an ONNX graph with a dynamic batch dimension, atomically.
+
+    The graph has one input ``input`` [batch, in_chans, H, W] (float32) and one output
+    ``logits`` [batch, num_classes]; ``batch`` is free, H and W are fixed to ``input_size``.
+
+    Args:
+        model: a network returning one tensor (e.g. from :func:`sknet.create_model`); it is not
+            modified (a copy is exported).
+        path: the ``.onnx`` file to write.
+        input_size: H = W, or (H, W), of the inputs the graph takes.
+        in_chans: input channels (default: those of the model's first convolution).
+        fold: export :func:`deploy`'s copy (BatchNorm folded into the convolutions, fewer
+            nodes); ``False`` exports the eval-mode model with its BatchNorm nodes.
+        opset: ONNX opset (default :data:`ONNX_OPSET`, the exporter's own; newer ones work too).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ModuleNotFoundError: ``onnx`` or ``onnxscript`` is not installed.
+    """
+    _require_onnx()
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    channels = input_channels(model) if in_chans is None else in_chans
+    exported = deploy(model) if fold else copy.deepcopy(model).eval()
+    # Batch 2: torch.export specialises dimensions of size 0 or 1 to constants.
+    example = torch.zeros(2, channels, height, width, device=next(exported.parameters()).device)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        program = torch.onnx.export(
+            exported, (example,), dynamo=True, verbose=False, opset_version=opset,
+            input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        program.save(temporary, external_data=False)
+    return path
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    input_size: int | None = None,
+    fold: bool = True,
+    opset: int | None = None,
+) -> dict[str, Any]:
+    """``sknet export``: trained weights to an ONNX file, fed as their config says.
+
+    Args:
+        checkpoint: anything :func:`sknet.train.load_trained` takes (a training ``--out``
+            folder, a weights folder, ``X.safetensors``, ``last.pt``).
+        out: the ``.onnx`` file to write.
+        input_size: H = W of the graph's input (default: the checkpoint's preprocessing
+            ``input_size``).
+        fold: fold BatchNorm (deploy mode); ``False`` keeps eval-mode BatchNorm nodes.
+        opset: ONNX opset (default :data:`ONNX_OPSET`).
+
+    Returns:
+        What was written: ``out``, ``weights``, ``model``, ``input_shape`` (batch as ``"N"``),
+        ``folded``, ``opset``.
+    """
+    _require_onnx()
+    from sknet.train import load_trained  # the training module is heavy; only needed here
+
+    path, model, record = load_trained(checkpoint, "--checkpoint")
+    size = input_size or record.get("preprocessing", {}).get("input_size")
+    if not size:
+        raise ValueError(f"{path}: its config records no input size; pass --input-size")
+    channels = input_channels(model)
+    opset = opset or ONNX_OPSET
+    export_onnx(model, out, input_size=int(size), in_chans=channels, fold=fold, opset=opset)
+    return {
+        "out": str(out), "weights": str(path), "model": record["model"],
+        "input_shape": ["N", channels, int(size), int(size)], "folded": fold, "opset": opset,
+    }

@@ -949,21 +949,24 @@ def _from_checkpoint(path: Path, flag: str) -> tuple[nn.Module, dict[str, Any]]:
     return model, record
 
 
-def open_trained(
-    weights: str | os.PathLike, data: str | None = None, flag: str = ""
-) -> Trained:
-    """Load trained weights and open the dataset to evaluate them on (``eval``, ``analyze``).
+def load_trained(
+    weights: str | os.PathLike, flag: str = ""
+) -> tuple[Path, nn.Module, dict[str, Any]]:
+    """Load trained weights for inference (``eval``, ``analyze``, ``export``, ``predict``).
 
     Args:
         weights: a training ``out`` folder (its ``best.safetensors``, else its ``last.pt``), a
             folder with ``model.safetensors`` + ``config.json``, an ``X.safetensors`` file, or a
             training ``last.pt``.
-        data: ``--data`` spec (default: the dataset recorded with the weights).
         flag: the option ``weights`` came from (e.g. ``--checkpoint``), for error messages.
+
+    Returns:
+        ``(path, model, record)``: the file read, the network on the CPU in eval mode, and what
+        was saved with it (see :class:`Trained`).
 
     Raises:
         FileNotFoundError: nothing loadable at ``weights``.
-        ValueError: unreadable files, or a dataset whose classes differ from the classifier's.
+        ValueError: unreadable or foreign files.
     """
     path = Path(weights)
     if path.is_dir():
@@ -979,7 +982,24 @@ def open_trained(
             raise FileNotFoundError(f"{where}: no weights there; {WEIGHTS_HELP}")
         model = load_pretrained(path)
         record = model.pretrained_config
-    model.eval()
+    return path, model.eval(), record
+
+
+def open_trained(
+    weights: str | os.PathLike, data: str | None = None, flag: str = ""
+) -> Trained:
+    """Load trained weights and open the dataset to evaluate them on (``eval``, ``analyze``).
+
+    Args:
+        weights: anything :func:`load_trained` takes.
+        data: ``--data`` spec (default: the dataset recorded with the weights).
+        flag: the option ``weights`` came from (e.g. ``--checkpoint``), for error messages.
+
+    Raises:
+        FileNotFoundError: nothing loadable at ``weights``.
+        ValueError: unreadable files, or a dataset whose classes differ from the classifier's.
+    """
+    path, model, record = load_trained(weights, flag)
     data = data or record.get("dataset")
     if not data:
         raise ValueError(f"{path}: the weights do not record their dataset; pass --data")

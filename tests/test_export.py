@@ -1,4 +1,6 @@
-"""``sknet.deploy``: BatchNorm folded into convolutions, nothing else changed."""
+"""``sknet.deploy`` (BatchNorm folded into convolutions, nothing else changed) and ONNX export."""
+
+import sys
 
 import pytest
 import torch
@@ -75,3 +77,124 @@ def test_deploy_folds_sync_batchnorm_too():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(deployed(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+# -- ONNX ------------------------------------------------------------------------------------
+
+TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
+        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
+DIGITS_PREPROCESSING = {"input_size": 16, "resize": 16, "mean": [0.3], "std": [0.4]}
+
+
+def _onnx_logits(path, x):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (graph_input,) = session.get_inputs()
+    return torch.from_numpy(session.run(["logits"], {graph_input.name: x.numpy()})[0])
+
+
+def _op_types(path):
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def _max_diff_at_two_batch_sizes(model, path, shape):
+    """Largest |onnxruntime - PyTorch eval| over random inputs of batch 1 and 3."""
+    worst = 0.0
+    for batch in (1, 3):
+        x = torch.randn(batch, *shape)
+        with torch.no_grad():
+            expected = model(x)
+        got = _onnx_logits(path, x)
+        assert got.shape == expected.shape
+        worst = max(worst, (got - expected).abs().max().item())
+    return worst
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [("sknet_digits", TINY, (1, 16, 16)), ("sknet26", {}, (3, 64, 64))],
+    ids=["tiny", "sknet26"],
+)
+def test_onnx_export_equals_pytorch_at_any_batch(name, kwargs, shape, tmp_path):
+    model = create_model(name, **kwargs)
+    randomize_bn(model)
+    model.eval()
+    path = sknet.export_onnx(model, tmp_path / "model.onnx", input_size=shape[1:])
+    assert path == tmp_path / "model.onnx" and not list(tmp_path.glob(".*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # weights inside, no .data
+    assert "BatchNormalization" not in _op_types(path)  # deploy mode: folded
+    diff = _max_diff_at_two_batch_sizes(model, path, shape)
+    print(f"{name}: max abs diff onnxruntime vs PyTorch eval {diff:.2e}")
+    assert diff <= 1e-4
+    assert model.training is False and any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def _checkpoint(tmp_path):
+    """A training-run-like folder: best.safetensors + best.json of a tiny digits model."""
+    model = create_model("sknet_digits", **TINY)
+    randomize_bn(model)
+    sknet.save_pretrained(
+        model.eval(), tmp_path / "run" / "best.safetensors", preprocessing=DIGITS_PREPROCESSING
+    )
+    return model, tmp_path / "run"
+
+
+def _cli(capsys, *argv):
+    from sknet.cli import main
+
+    status = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err.strip().splitlines()
+
+
+def test_cli_exports_a_run_folder_at_its_input_size(tmp_path, capsys):
+    model, run = _checkpoint(tmp_path)
+    out = tmp_path / "model.onnx"
+    status, printed, _ = _cli(capsys, "export", "--checkpoint", run, "--format", "onnx",
+                              "--out", out)
+    assert status == 0 and "Nx1x16x16" in printed and "BatchNorm folded" in printed
+    import onnxruntime
+
+    (graph_input,) = onnxruntime.InferenceSession(str(out)).get_inputs()
+    assert graph_input.shape[1:] == [1, 16, 16] and isinstance(graph_input.shape[0], str)
+    assert _max_diff_at_two_batch_sizes(model, out, (1, 16, 16)) <= 1e-4
+
+    status, printed, _ = _cli(capsys, "export", "--checkpoint", run / "best.safetensors",
+                              "--out", out, "--input-size", "24", "--keep-bn")
+    assert status == 0 and "Nx1x24x24" in printed and "BatchNorm kept" in printed
+    assert "BatchNormalization" in _op_types(out)  # eval mode: BN nodes of their own
+    assert _max_diff_at_two_batch_sizes(model, out, (1, 24, 24)) <= 1e-4
+
+
+def test_cli_bad_checkpoint_and_missing_onnx_fail_in_one_line(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "model.onnx"
+    status, _, err = _cli(capsys, "export", "--checkpoint", tmp_path / "nowhere", "--out", out)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith(f"sknet export: error: --checkpoint {tmp_path / 'nowhere'}")
+    assert "no weights there" in err[0]
+
+    _, run = _checkpoint(tmp_path)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
+    status, _, err = _cli(capsys, "export", "--checkpoint", run, "--out", out)
+    assert status == 2 and len(err) == 1 and "pip install 'sknet[onnx]'" in err[0]
+    assert "onnxscript is missing" in err[0] and not out.exists()
+
+
+def test_a_failed_onnx_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    model = create_model("sknet_digits", **TINY).eval()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"previous")
+
+    class Program:  # what torch.onnx.export returns; this one fails halfway through saving
+        def save(self, destination, **options):
+            with open(destination, "wb") as file:
+                file.write(b"half a model")
+            raise OSError("disk full")
+
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: Program())
+    with pytest.raises(OSError, match="disk full"):
+        sknet.export_onnx(model, path, input_size=16)
+    assert path.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -81,6 +81,10 @@ class ConvBnAct(nn.Sequential):
         bn = self.bn
         if not isinstance(bn, nn.BatchNorm2d) or bn.training or bn.running_var is None:
             return False
+        if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+            # The choice below depends on the batch size, which an exported graph keeps dynamic;
+            # an exported eval-mode graph keeps its BN (sknet.deploy folds it for good).
+            return False
         conv = self.conv
         # Folding touches every weight once; the BN pass it saves touches every output once.
         outputs_per_filter = x.shape[0] * (x.shape[-2] // conv.stride[0]) * (

@@ -11,7 +11,7 @@ from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
 
 # isort: split
 from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
-from sknet.models.base import Backbone, FeatureExtractor
+from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
 from sknet.models.pretrained import load_pretrained, read_config, save_pretrained
 from sknet.models.registry import (
     Derivation,
@@ -33,6 +33,7 @@ __all__ = [
     "Bottleneck",
     "Derivation",
     "FeatureExtractor",
+    "FeatureInfo",
     "ModelEntry",
     "Paper",
     "PaperRow",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+
 import torch
 from torch import nn
 
@@ -12,9 +15,12 @@ class Backbone(nn.Module):
     """A classifier made of ``stem``, ``stages`` (one ``nn.Sequential`` of blocks each) and ``fc``.
 
     Subclasses build those three attributes and set ``num_features`` (channels entering the
-    classifier) and ``feature_info`` (one dict per stage: ``channels``, ``reduction``, ``name``).
-    They inherit the uniform interface: :meth:`forward_features`, :meth:`forward_head`,
-    :meth:`reset_classifier` and :meth:`sk_units`.
+    classifier) and ``feature_info``: one dict (``channels``, ``reduction``, ``name``) per feature
+    level, the stem's first then one per stage (see :class:`FeatureExtractor`). The stem level is
+    the output of the module ``name`` (``"stem"`` or ``"stem.K"``, a child of an
+    ``nn.Sequential`` stem, taken before the stem's max-pool). They inherit the uniform
+    interface: :meth:`forward_features`, :meth:`forward_head`, :meth:`reset_classifier` and
+    :meth:`sk_units`.
     """
 
     stem: nn.Module
@@ -77,19 +83,114 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class FeatureExtractor(nn.Module):
-    """``features_only`` view of a :class:`Backbone`: returns the output of every stage."""
+class FeatureInfo:
+    """The feature maps of a ``features_only`` model: channels, reduction and source, per output.
 
-    def __init__(self, model: Backbone) -> None:
+    Iterating gives one dict per output (``channels``, ``reduction``: the input side over the
+    map's side, ``name``: the module whose output it is, ``index``: its feature level).
+    """
+
+    def __init__(self, levels: Sequence[Mapping[str, int | str]]) -> None:
+        self._levels = [dict(level) for level in levels]
+
+    def channels(self) -> list[int]:
+        """Channels of each output."""
+        return [int(level["channels"]) for level in self._levels]
+
+    def reduction(self) -> list[int]:
+        """Stride of each output relative to the input (4 means H/4 x W/4)."""
+        return [int(level["reduction"]) for level in self._levels]
+
+    def module_name(self) -> list[str]:
+        """The module whose output each output is, e.g. ``"stages.1"``."""
+        return [str(level["name"]) for level in self._levels]
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+    def __iter__(self) -> Iterator[dict[str, int | str]]:
+        return iter(self._levels)
+
+    def __getitem__(self, position: int) -> dict[str, int | str]:
+        return self._levels[position]
+
+    def __repr__(self) -> str:
+        return f"FeatureInfo({self._levels})"
+
+
+def resolve_out_indices(
+    out_indices: Sequence[int], levels: Sequence[Mapping[str, int | str]], name: str
+) -> list[int]:
+    """Check ``out_indices`` against the feature ``levels`` of model ``name``; negative indices
+    count from the deepest. Returns them non-negative and strictly increasing, as given."""
+    if isinstance(out_indices, int) or not all(
+        isinstance(index, int) and not isinstance(index, bool) for index in out_indices
+    ):
+        raise ValueError(
+            f"{name}: out_indices must be a sequence of ints (feature levels), got {out_indices!r}"
+        )
+    count = len(levels)
+    resolved = [index + count if index < 0 else index for index in out_indices]
+    if not resolved or any(not 0 <= index < count for index in resolved):
+        available = ", ".join(
+            f"{index} (stride {level['reduction']}, {level['channels']} ch)"
+            for index, level in enumerate(levels)
+        )
+        raise ValueError(
+            f"{name}: out_indices {tuple(out_indices)} out of range; its feature levels are "
+            f"{available} (negative indices count from the deepest)"
+        )
+    if any(later <= earlier for earlier, later in itertools.pairwise(resolved)):
+        raise ValueError(
+            f"{name}: out_indices {tuple(out_indices)} must be strictly increasing (shallow to "
+            "deep), without repeats"
+        )
+    return resolved
+
+
+class FeatureExtractor(nn.Module):
+    """``features_only`` view of a :class:`Backbone`: a list of feature maps, shallow to deep.
+
+    Feature levels (the backbone's ``feature_info``): 0 is the stem's first convolution, before
+    its max-pool (stride 2 for ImageNet models, as in timm's ResNets), and level ``k >= 1`` is
+    the output of stage ``k`` (paper stage ``k + 1``; strides 4, 8, 16, 32 for the ImageNet
+    ResNeXt family). ``out_indices`` picks levels (default: every stage, ``1..n``); stages after
+    the last one picked are left out (not run, not held). Parameter names stay those of the
+    backbone (``stem.*``, ``stages.*``).
+
+    Args:
+        model: the backbone (its classifier is dropped).
+        out_indices: feature levels to return, strictly increasing; negative ones count from
+            the deepest.
+    """
+
+    def __init__(self, model: Backbone, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
+        levels = model.feature_info
+        name = getattr(model, "config", {}).get("name", type(model).__name__)
+        indices = (
+            list(range(1, len(levels)))
+            if out_indices is None
+            else resolve_out_indices(out_indices, levels, name)
+        )
+        self.out_indices = tuple(indices)
+        self.feature_info = FeatureInfo([{**levels[i], "index": i} for i in indices])
         self.stem = model.stem
-        self.stages = model.stages
-        self.feature_info = model.feature_info
+        self.stages = nn.ModuleList(list(model.stages)[: max(indices)])
+        stem_name = str(levels[0]["name"])
+        self._stem_tap = None if stem_name == "stem" else int(stem_name.removeprefix("stem."))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        features = []
-        for stage in self.stages:
+        if self._stem_tap is None:
+            x = tapped = self.stem(x)
+        else:
+            for position, module in enumerate(self.stem):
+                x = module(x)
+                if position == self._stem_tap:
+                    tapped = x
+        features = [tapped] if 0 in self.out_indices else []
+        for level, stage in enumerate(self.stages, start=1):
             x = stage(x)
-            features.append(x)
+            if level in self.out_indices:
+                features.append(x)
         return features

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,7 @@ def create_model(
     num_classes: int | None = None,
     pretrained: str | os.PathLike | None = None,
     features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -151,7 +152,11 @@ def create_model(
         pretrained: released weights to load (a directory with ``model.safetensors`` +
             ``config.json``, or ``X.safetensors`` with ``X.json``; see
             :mod:`sknet.models.pretrained`); their recorded kwargs are the defaults.
-        features_only: return a module that outputs every stage's feature map instead.
+        features_only: return a :class:`~sknet.models.base.FeatureExtractor` instead, which
+            outputs a list of feature maps and describes them in ``feature_info``.
+        out_indices: with ``features_only``, the feature levels to return: 0 is the stem
+            (stride 2 on ImageNet models), 1.. the stages (strides 4, 8, 16, 32 on the ImageNet
+            ResNeXt family); default every stage.
         **kwargs: overrides of the registered config, e.g. ``branches=[(3, 1, 32), (5, 1, 64)]``
             or ``attention=False`` for the rows of Tables 6 and 7.
 
@@ -160,6 +165,8 @@ def create_model(
         all that is needed to build it again.
     """
     entry = get_entry(name)
+    if out_indices is not None and not features_only:
+        raise ValueError(f"{name}: out_indices needs features_only=True")
     accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes"}
     unknown = set(kwargs) - accepted
     if unknown:
@@ -171,12 +178,12 @@ def create_model(
         from sknet.models.pretrained import build_pretrained  # imports this module
 
         model = build_pretrained(name, pretrained, num_classes, kwargs)
-        return FeatureExtractor(model) if features_only else model
+        return FeatureExtractor(model, out_indices) if features_only else model
     classes = entry.default_num_classes if num_classes is None else num_classes
     model = entry.builder(num_classes=classes, **{**entry.config, **kwargs})
     model.config = {"name": name, "num_classes": classes, "kwargs": dict(kwargs)}
     if features_only:
-        return FeatureExtractor(model)
+        return FeatureExtractor(model, out_indices)
     return model
 
 

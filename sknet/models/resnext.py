@@ -121,15 +121,17 @@ class ResNeXt(Backbone):
                 ConvBnAct(in_chans, stem_channels, 7, stride=2),
                 nn.MaxPool2d(3, stride=2, padding=1),
             )
+            stem_level = {"channels": stem_channels, "reduction": 2, "name": "stem.0"}
             stem_reduction = 4
         elif stem == "cifar":
             self.stem = ConvBnAct(in_chans, stem_channels, 3)
+            stem_level = {"channels": stem_channels, "reduction": 1, "name": "stem"}
             stem_reduction = 1
         else:
             raise ValueError(f"ResNeXt: stem must be 'imagenet' or 'cifar', got {stem!r}")
 
         stages = []
-        self.feature_info = []
+        self.feature_info = [stem_level]
         in_channels = stem_channels
         for index, depth in enumerate(depths):
             width = cardinality * base_width * 2**index

@@ -166,7 +166,7 @@ class ShuffleNetV2(Backbone):
             nn.MaxPool2d(3, stride=2, padding=1),
         )
         stages = []
-        self.feature_info = []
+        self.feature_info = [{"channels": stem_channels, "reduction": 2, "name": "stem.0"}]
         in_channels = stem_channels
         for index, (out_channels, depth) in enumerate(zip(channels, depths, strict=True)):
             units = []

@@ -1,0 +1,138 @@
+"""``sknet predict``: images prepared as the weights' config says, top classes printed."""
+
+import numpy as np
+import pytest
+import torch
+from imagefolder import make_image_folder
+from PIL import Image
+from sklearn.datasets import load_digits
+
+import sknet
+from sknet.cli import main
+from sknet.data import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DigitsSource, FolderSource
+from sknet.predict import predict
+from sknet.train import train
+
+TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
+        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A one-epoch digits run at 8x8: best.safetensors + best.json with the preprocessing."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("digits") / "run"
+    train(out=str(out), model_kwargs=TINY, input_size=8, epochs=1)
+    return out
+
+
+def _digit_pngs(folder, count):
+    """The first ``count`` validation digits as 8-bit grey PNGs (0-16 scaled to 0-255)."""
+    source = DigitsSource()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        pixels = source.val.images[index, 0].numpy() * 255
+        path = folder / f"digit_{index}.png"
+        Image.fromarray(np.round(pixels).astype(np.uint8), mode="L").save(path)
+        paths.append(path)
+    return source, paths
+
+
+def test_predictions_follow_the_validation_pipeline(run, tmp_path):
+    source, paths = _digit_pngs(tmp_path / "images", 24)
+    predictions = predict(run, paths, top=3)
+    model = sknet.load_pretrained(run / "best.safetensors").eval()
+    reference = torch.stack([source.val_set(8)[i][0] for i in range(len(paths))])
+    with torch.no_grad():
+        probabilities = model(reference).softmax(dim=1)
+    names = [str(name) for name in load_digits().target_names]
+    agree = 0
+    for prediction, row in zip(predictions, probabilities, strict=True):
+        assert len(prediction.classes) == 3
+        values = [p for _, p in prediction.classes]
+        assert values == sorted(values, reverse=True)
+        best = row.topk(3)
+        # PNG pixels are the digits rounded to 1/255: the probabilities barely move.
+        got = dict(prediction.classes)
+        for value, index in zip(best.values.tolist(), best.indices.tolist(), strict=True):
+            if names[index] in got:
+                assert got[names[index]] == pytest.approx(value, abs=0.02)
+        agree += prediction.classes[0][0] == names[int(row.argmax())]
+    assert agree >= len(paths) - 1
+
+
+def test_cli_prints_the_top_5_with_probabilities(run, tmp_path, capsys):
+    _, paths = _digit_pngs(tmp_path / "images", 2)
+    assert main(["predict", *map(str, paths), "--checkpoint", str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 * 6 and lines[0] == str(paths[0]) and lines[6] == str(paths[1])
+    expected = predict(run, paths)
+    for block, prediction in zip((lines[1:6], lines[7:12]), expected, strict=True):
+        shown = [line.split() for line in block]
+        assert [name for _, name in shown] == [name for name, _ in prediction.classes]
+        assert [float(p.rstrip("%")) for p, _ in shown] == pytest.approx(
+            [100 * p for _, p in prediction.classes], abs=0.006
+        )
+
+
+def test_rgb_weights_are_fed_their_recorded_crop(tmp_path):
+    folder = make_image_folder(tmp_path / "images", per_class=2, val_per_class=1)
+    source = FolderSource(folder)
+    size = 16
+    # The evaluation transform follows the config saved with the weights, which must be the
+    # paper's centre crop: shorter side to size / 0.875, centre size x size, mean subtraction.
+    assert source.preprocessing(size) == {
+        "input_size": size, "resize": round(size / CROP_FRACTION), "interpolation": "bilinear",
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+    }
+    model = sknet.create_model("sknet_digits", num_classes=3, in_chans=3, **TINY).eval()
+    sknet.save_pretrained(model, tmp_path / "w", class_names=source.class_names,
+                          preprocessing=source.preprocessing(size))
+    path = source.val_files.samples[0][0]
+    (prediction,) = predict(tmp_path / "w", [path], top=10)
+    assert len(prediction.classes) == 3  # --top beyond the class count shows every class
+    assert {name for name, _ in prediction.classes} == set(source.class_names)
+    image, _ = source.val_set(size)[0]
+    assert image.shape == (3, size, size)
+    with torch.no_grad():
+        expected = model(image[None]).softmax(dim=1)[0]
+    got = dict(prediction.classes)
+    assert [got[name] for name in source.class_names] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def _cli(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err
+
+
+def test_bad_images_and_checkpoints_fail_in_one_line(run, tmp_path, capsys):
+    _, (good,) = _digit_pngs(tmp_path / "images", 1)
+    missing = tmp_path / "missing.png"
+    status, err = _cli(capsys, "predict", good, missing, "--checkpoint", run)
+    assert status == 2 and err == [f"sknet predict: error: {missing}: no such image file"]
+
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:40])
+    for bad in (corrupt, truncated):
+        status, err = _cli(capsys, "predict", bad, "--checkpoint", run)
+        assert status == 2 and len(err) == 1
+        assert err[0].startswith(f"sknet predict: error: {bad}: not a readable image")
+
+    status, err = _cli(capsys, "predict", good, "--checkpoint", tmp_path / "nowhere")
+    assert status == 2 and len(err) == 1 and "no weights there" in err[0]
+    status, err = _cli(capsys, "predict", good, "--checkpoint", run / "last.pt")
+    assert status == 2 and len(err) == 1 and "preprocessing config lacks mean, std" in err[0]
+    status, err = _cli(capsys, "predict", good, "--checkpoint", run, "--top", "0")
+    assert status == 2 and "--top must be at least 1" in err[0]
