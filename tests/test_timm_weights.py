@@ -66,6 +66,17 @@ def test_timm_and_ours_compute_the_same_network(architecture, ours):
         assert torch.equal(again.state_dict()[key], value), key
 
 
+def test_torchvision_resnext50_has_timm_names():
+    import torchvision
+
+    theirs = randomize(torchvision.models.resnext50_32x4d(num_classes=3))
+    model = sknet.from_timm(theirs, preprocessing={"interpolation": "bilinear"})
+    assert model.config["name"] == "resnext50_32x4d"
+    assert model.pretrained_config["preprocessing"]["interpolation"] == "bilinear"
+    got, expected = outputs(model, theirs)
+    assert relative_difference(got, expected) < 1e-5
+
+
 def test_the_test_would_see_a_wrong_mapping(sk_timm):
     """Swapped branches change the output far beyond the tolerance: the check has teeth."""
     state = dict(sk_timm.state_dict())

@@ -3,27 +3,24 @@
 timm's ResNet family and our :class:`~sknet.models.ResNeXt` compute the same network for the
 architectures in :data:`TIMM_ARCHITECTURES` (the tests check it output for output): the same
 layers in the same order, the stride in the middle convolution, "same" padding, the stem's
-7x7/2 conv and padded 3x3/2 max-pool. Only the names differ:
+7x7/2 conv and padded 3x3/2 max-pool. Only the names differ (ours -> timm's):
 
-============================  ======================================================
-ours                          timm
-============================  ======================================================
-``stem.0.conv``, ``stem.0.bn``  ``conv1``, ``bn1``
-``stages.{i}.{j}``            ``layer{i+1}.{j}``
-``conv{k}.conv/.bn``          ``conv{k}``/``bn{k}`` (ResNeXt, SE); the same in SK blocks
-``conv2.branches.{m}``        ``conv2.paths.{m}`` (same branch order: 3x3, then 3x3 dilation 2)
-``conv2.attention.fuse``      ``conv2.attn.fc_reduce`` + ``conv2.attn.bn`` (Eq. 3)
-``conv2.attention.select``    ``conv2.attn.fc_select``: one 1x1 conv to M*C, read as [M, C]
-``downsample.conv/.bn``       ``downsample.0/.1``
-``se.fc1``, ``se.fc2``        the same
-============================  ======================================================
+* ``stem.0.conv``, ``stem.0.bn`` -> ``conv1``, ``bn1``; ``fc`` -> ``fc``;
+* ``stages.{i}.{j}`` -> ``layer{i+1}.{j}``, and in each block:
+* ResNeXt and SE blocks: ``conv{k}.conv``, ``conv{k}.bn`` -> ``conv{k}``, ``bn{k}``;
+* SK blocks: ``conv1``/``conv3`` keep their names; ``conv2.branches.{m}`` -> ``conv2.paths.{m}``
+  (the same order: 3x3, then 3x3 with dilation 2); ``conv2.attention.fuse.conv``/``.bn`` ->
+  ``conv2.attn.fc_reduce``/``conv2.attn.bn`` (Eq. 3); ``conv2.attention.select`` ->
+  ``conv2.attn.fc_select`` (one 1x1 conv to M*C logits, read as [M, C] by both);
+* ``downsample.conv``/``.bn`` -> ``downsample.0``/``.1``; ``se.fc1``, ``se.fc2`` unchanged.
 
 timm's SK attention is ours: it pools the sum of the branches, reduces to
 ``d = max(C/16, 32)`` channels (its ``make_divisible(C/16, 32)`` gives the same for every width
-of these models), applies BN and ReLU, and takes a softmax over the branch axis of the M*C
-logits; our two-branch Select (``U_2 + a_1 (U_1 - U_2)``) is the same sum rearranged. Its SE is
-ours too (``C -> C/16 -> C`` 1x1 convs with bias, ReLU, sigmoid, on the block output before the
-shortcut). timm's ``legacy_*`` SENets are not: their stem pools with ``ceil_mode`` and no padding.
+of these models), applies BN and ReLU, and takes a softmax over the branch axis; our two-branch
+Select (``U_2 + a_1 (U_1 - U_2)``) is the same sum rearranged. Its SE is ours too
+(``C -> C/16 -> C`` 1x1 convs with bias, ReLU, sigmoid, on the block output before the
+shortcut). timm's ``legacy_*`` SENets are not: their stem pools with ``ceil_mode`` and no padding;
+nor are its ``skresnet*`` (split input, no groups) or ``*d`` models (deep stem, pooled shortcut).
 """
 
 from __future__ import annotations
@@ -53,6 +50,10 @@ TIMM_ARCHITECTURES: dict[str, str] = {
     "seresnext101_32x4d": "seresnext101_32x4d",
 }
 """timm architecture -> our model that computes the same network (checked by the tests)."""
+
+_SUPPORTED = "timm import/export covers the ImageNet ResNeXt models: " + ", ".join(
+    f"{ours} (timm's {theirs})" for theirs, ours in TIMM_ARCHITECTURES.items()
+)
 
 IMAGENET_PREPROCESSING: dict[str, Any] = {
     "input_size": 224, "resize": 256, "interpolation": "bicubic",
@@ -142,11 +143,6 @@ def timm_names(model: nn.Module) -> dict[str, str]:
             )
         names[key] = renamed
     return names
-
-
-_SUPPORTED = "timm import/export covers the ImageNet ResNeXt models: " + ", ".join(
-    f"{ours} (timm's {theirs})" for theirs, ours in TIMM_ARCHITECTURES.items()
-)
 
 
 def to_timm(model: nn.Module) -> StateDict:
