@@ -363,7 +363,7 @@ def _our_name(
     closest = max(failures, key=lambda candidate: failures[candidate].fitted)
     raise ValueError(
         f"{label}: these weights fit none of our models with a timm counterpart; the closest: "
-        f"{failures[closest]}"
+        f"{failures[closest]}; pass name=... if they are of another of our models"
     )
 
 
