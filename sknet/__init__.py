@@ -3,7 +3,15 @@
 from sknet.convert import Replacement, convert_to_sk
 from sknet.export import deploy, export_onnx
 from sknet.layers import SKAttention, SKConv
-from sknet.models import create_model, list_models, load_pretrained, save_pretrained
+from sknet.models import (
+    create_model,
+    from_pretrained,
+    from_timm,
+    list_models,
+    load_pretrained,
+    save_pretrained,
+    to_timm,
+)
 from sknet.profile import profile, profile_model
 
 __version__ = "0.1.0"
@@ -17,9 +25,12 @@ __all__ = [
     "create_model",
     "deploy",
     "export_onnx",
+    "from_pretrained",
+    "from_timm",
     "list_models",
     "load_pretrained",
     "profile",
     "profile_model",
     "save_pretrained",
+    "to_timm",
 ]

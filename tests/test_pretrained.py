@@ -114,3 +114,30 @@ def test_a_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):
 def test_save_needs_a_registered_model(tmp_path):
     with pytest.raises(ValueError, match=r"built by sknet\.create_model"):
         sknet.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "w")
+
+
+def test_the_method_and_from_pretrained(model, tmp_path):
+    assert sknet.from_pretrained is sknet.load_pretrained
+    path = model.save_pretrained(tmp_path / "m", preprocessing=PREPROCESSING)
+    assert path == tmp_path / "m" / "model.safetensors"
+    loaded = sknet.from_pretrained(tmp_path / "m").eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(loaded(x), model(x))
+    assert loaded.pretrained_config["preprocessing"] == PREPROCESSING
+
+
+def test_a_loaded_model_saves_its_names_and_preprocessing_again(model, tmp_path):
+    names = [f"digit {i}" for i in range(10)]
+    model.save_pretrained(tmp_path / "a", class_names=names, preprocessing=PREPROCESSING)
+    loaded = sknet.from_pretrained(tmp_path / "a")
+    loaded.save_pretrained(tmp_path / "b")
+    config = pretrained.read_config(tmp_path / "b")
+    assert config["class_names"] == names and config["preprocessing"] == PREPROCESSING
+
+    # A new classifier keeps the preprocessing, not the old class names, and records its size.
+    loaded.reset_classifier(3)
+    loaded.save_pretrained(tmp_path / "c")
+    config = pretrained.read_config(tmp_path / "c")
+    assert config["num_classes"] == 3 and config["class_names"] == ["0", "1", "2"]
+    assert config["preprocessing"] == PREPROCESSING
+    assert sknet.from_pretrained(tmp_path / "c").num_classes == 3

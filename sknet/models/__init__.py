@@ -12,7 +12,7 @@ from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
 # isort: split
 from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
 from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
-from sknet.models.pretrained import load_pretrained, read_config, save_pretrained
+from sknet.models.pretrained import from_pretrained, load_pretrained, read_config, save_pretrained
 from sknet.models.registry import (
     Derivation,
     ModelEntry,
@@ -27,8 +27,10 @@ from sknet.models.registry import (
 )
 from sknet.models.resnext import Bottleneck, ResNeXt
 from sknet.models.shufflenet import ShuffleNetV2, ShuffleUnit
+from sknet.models.timm_weights import TIMM_ARCHITECTURES, from_timm, to_timm
 
 __all__ = [
+    "TIMM_ARCHITECTURES",
     "Backbone",
     "Bottleneck",
     "Derivation",
@@ -41,6 +43,8 @@ __all__ = [
     "ShuffleNetV2",
     "ShuffleUnit",
     "create_model",
+    "from_pretrained",
+    "from_timm",
     "get_entry",
     "list_models",
     "load_pretrained",
@@ -49,4 +53,5 @@ __all__ = [
     "register_model",
     "register_paper_row",
     "save_pretrained",
+    "to_timm",
 ]

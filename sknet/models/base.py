@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,8 +54,20 @@ class Backbone(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a freshly initialised one (``0`` gives pooled features)."""
+        """Replace the classifier by a freshly initialised one (``0`` gives pooled features).
+
+        ``config`` follows, so that :meth:`save_pretrained` records the new class count.
+        """
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if getattr(self, "config", None):
+            self.config["num_classes"] = num_classes
+
+    def save_pretrained(self, path: str | os.PathLike, **kwargs: Any) -> Path:
+        """:func:`sknet.save_pretrained` of this model: ``model.safetensors`` + ``config.json``
+        in the folder ``path`` (or ``X.safetensors`` + ``X.json``); returns the weights path."""
+        from sknet.models.pretrained import save_pretrained  # imports the registry, hence this
+
+        return save_pretrained(self, path, **kwargs)
 
     def sk_units(self) -> dict[str, SKConv]:
         """Every SK convolution, named ``SK_{stage}_{block}`` (stage from 2, block from 1).

@@ -5,7 +5,8 @@ and its keyword overrides, the class count and names, and the preprocessing (inp
 before the centre crop, mean/std). The weights are a plain safetensors state dict, so loading them
 never executes code. Training writes its best model as ``best.safetensors`` + ``best.json`` (a
 ``.safetensors`` file's config is the ``.json`` of the same stem); a directory holds
-``model.safetensors`` + ``config.json``. Both are written atomically.
+``model.safetensors`` + ``config.json``. Both are written atomically. Loading also reads timm's
+weights (:mod:`sknet.models.timm_weights`), told apart by the missing sknet config.
 """
 
 from __future__ import annotations
@@ -57,29 +58,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_pretrained(
+def make_record(
     model: nn.Module,
-    path: PathLike,
     *,
     class_names: Sequence[str] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
     **extra: Any,
-) -> Path:
-    """Write ``model``'s weights and config atomically.
-
-    Args:
-        model: a model from :func:`~sknet.models.create_model` (it carries ``model.config``);
-            DDP and ``torch.compile`` wrappers are looked through.
-        path: a directory (gets ``model.safetensors`` + ``config.json``) or a ``.safetensors``
-            file (gets the ``.json`` of the same stem beside it).
-        class_names: one name per output class (default ``"0"``, ``"1"``, ...).
-        preprocessing: how inputs were prepared: ``input_size``, ``resize``, ``interpolation``,
-            ``mean``, ``std`` (see :mod:`sknet.data`).
-        **extra: further JSON-able facts to record (e.g. ``dataset="digits"``).
-
-    Returns:
-        The path of the weights file.
-    """
+) -> dict[str, Any]:
+    """The config that :func:`save_pretrained` writes for ``model`` (see there for the args)."""
     model = unwrap(model)
     config = getattr(model, "config", None)
     if not config:
@@ -88,9 +74,7 @@ def save_pretrained(
     names = [str(name) for name in (range(classes) if class_names is None else class_names)]
     if len(names) != classes:
         raise ValueError(f"save_pretrained: {len(names)} class names for {classes} classes")
-    weights, config_path = weight_paths(path)
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    record = {
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": config["name"],
@@ -100,6 +84,43 @@ def save_pretrained(
         "preprocessing": _jsonable(dict(preprocessing or {})),
         **_jsonable(extra),
     }
+
+
+def save_pretrained(
+    model: nn.Module,
+    path: PathLike,
+    *,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> Path:
+    """Write ``model``'s weights and config atomically (also ``model.save_pretrained(path)``).
+
+    Args:
+        model: a model from :func:`~sknet.models.create_model` (it carries ``model.config``);
+            DDP and ``torch.compile`` wrappers are looked through.
+        path: a directory (gets ``model.safetensors`` + ``config.json``) or a ``.safetensors``
+            file (gets the ``.json`` of the same stem beside it).
+        class_names: one name per output class (default: those of the weights the model was
+            loaded from, ``model.pretrained_config``, if the class count is still theirs; else
+            ``"0"``, ``"1"``, ...).
+        preprocessing: how inputs were prepared: ``input_size``, ``resize``, ``interpolation``,
+            ``mean``, ``std`` (see :mod:`sknet.data`; default: ``model.pretrained_config``'s).
+        **extra: further JSON-able facts to record (e.g. ``dataset="digits"``).
+
+    Returns:
+        The path of the weights file.
+    """
+    model = unwrap(model)
+    loaded_from = getattr(model, "pretrained_config", None) or {}
+    classes = getattr(model, "config", {}).get("num_classes")
+    if class_names is None and loaded_from.get("num_classes") == classes:
+        class_names = loaded_from.get("class_names")
+    if preprocessing is None:
+        preprocessing = loaded_from.get("preprocessing")
+    record = make_record(model, class_names=class_names, preprocessing=preprocessing, **extra)
+    weights, config_path = weight_paths(path)
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     with atomic_path(weights) as temporary:
         save_file(state, str(temporary), metadata={"format": "pt"})
     write_json(config_path, record)
@@ -115,7 +136,7 @@ def read_config(path: PathLike) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path}: no {config_path.name} beside the weights; expected a directory with "
             f"{WEIGHTS_NAME} + {CONFIG_NAME}, or X.safetensors + X.json (as written by "
-            "sknet.save_pretrained or sknet train)"
+            "sknet.save_pretrained or sknet train), or timm's weights (sknet.from_timm)"
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -172,17 +193,34 @@ def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], source:
 def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
     """Rebuild the model saved at ``path`` and load its weights (see :func:`save_pretrained`).
 
-    ``overrides`` must not change the shapes (e.g. ``num_classes``); the returned model carries
-    the whole config as ``model.pretrained_config`` (class names, preprocessing).
+    ``path`` may also hold timm weights (see :func:`sknet.from_timm`): the model is then the
+    counterpart of the timm architecture. ``overrides`` must not change the shapes (e.g.
+    ``num_classes``); the returned model carries the whole config as
+    ``model.pretrained_config`` (class names, preprocessing).
     """
+    from sknet.models.timm_weights import from_timm, is_timm_source  # imports this module
+
+    if is_timm_source(path):
+        return from_timm(path, **overrides)
     config = read_config(path)
     return create_model(config["model"], pretrained=path, **overrides)
+
+
+from_pretrained = load_pretrained
+"""The same function under the name that Hugging Face and timm users look for."""
 
 
 def build_pretrained(
     name: str, path: PathLike, num_classes: int | None, kwargs: dict[str, Any]
 ) -> nn.Module:
-    """``create_model(name, pretrained=path, ...)``: check the config, build, load the weights."""
+    """``create_model(name, pretrained=path, ...)``: check the config, build, load the weights.
+
+    Weights in timm's layout (:func:`~sknet.models.timm_weights.is_timm_source`) are converted.
+    """
+    from sknet.models.timm_weights import from_timm, is_timm_source  # imports this module
+
+    if is_timm_source(path):
+        return from_timm(path, name, num_classes=num_classes, **kwargs)
     config = read_config(path)
     if config["model"] != name:
         raise ValueError(
