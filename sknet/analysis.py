@@ -457,7 +457,7 @@ def analyze(
     _check_choices(analysable, list(model.sk_units()), class_units, "--units")
     size = int(trained.record["preprocessing"]["input_size"])
     scales = _validate(scales, limit, batch_size, channel_group, size)
-    dataset = trained.source.val_set(size)
+    dataset = trained.source.val_set(size, trained.preprocessing)
     samples = _sample_indices(len(dataset), samples)
     chosen_device = pick_device(device)
     model.to(chosen_device)

@@ -91,8 +91,14 @@ class Source:
         """Augmented training images, indexed by :data:`SampleKey`."""
         raise NotImplementedError
 
-    def val_set(self, size: int) -> Dataset:
-        """Validation images prepared for evaluation at ``size`` (items may be :class:`Skipped`)."""
+    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+        """Validation images prepared for evaluation at ``size`` (items may be :class:`Skipped`).
+
+        ``preprocessing``: the evaluated weights' recorded preprocessing (e.g. imported timm
+        weights: bicubic, mean/std), followed where the dataset holds image files; its resize
+        ratio is kept at other sizes (:func:`preprocessing_at`). Default: the dataset's own.
+        In-memory datasets (digits, CIFAR, synthetic) always use their own.
+        """
         raise NotImplementedError
 
     def preprocessing(self, size: int) -> dict[str, Any]:
@@ -287,7 +293,7 @@ class DigitsSource(Source):
         shift = max(1, input_size // 8)  # one original pixel
         return _Seeded(self.train, _DigitsTransform(input_size, self.mean, self.std, shift))
 
-    def val_set(self, size: int) -> Dataset:
+    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         return _Transformed(self.val, _DigitsTransform(size, self.mean, self.std))
 
     def preprocessing(self, size: int) -> dict[str, Any]:
@@ -350,7 +356,7 @@ class SyntheticSource(Source):
         images = _SyntheticImages(self.train_images, 0, input_size, self.classes)
         return _Seeded(images, transforms.RandomHorizontalFlip())
 
-    def val_set(self, size: int) -> Dataset:
+    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         images = _SyntheticImages(self.val_images, self.train_images, size, self.classes)
         return _Transformed(images, torch.nn.Identity())
 
@@ -479,8 +485,9 @@ class FolderSource(Source):
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]))
 
-    def val_set(self, size: int) -> Dataset:
-        return _Transformed(self.val_files, eval_transform(self.preprocessing(size)))
+    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+        chosen = self.preprocessing(size) if preprocessing is None else preprocessing
+        return _Transformed(self.val_files, eval_transform(preprocessing_at(chosen, size)))
 
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {
@@ -497,6 +504,13 @@ class _Convert:
 
     def __call__(self, image):
         return image.convert(self.mode)
+
+
+def preprocessing_at(preprocessing: Mapping[str, Any], size: int) -> dict[str, Any]:
+    """``preprocessing`` for a centre crop of ``size``, keeping its resize-to-crop ratio."""
+    crop = int(preprocessing.get("input_size", size))
+    resize = int(preprocessing.get("resize", crop))
+    return {**preprocessing, "input_size": size, "resize": round(size * resize / crop)}
 
 
 def eval_transform(
@@ -601,7 +615,7 @@ class CifarSource(Source):
             *self._normalize(),
         ]))
 
-    def val_set(self, size: int) -> Dataset:
+    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         from torchvision import transforms
 
         resize = [] if size == 32 else [transforms.Resize(size)]

@@ -400,8 +400,11 @@ def measure(
     }
 
 
-def _val_loader(source: Source, size: int, batch: int, workers: int, processes: Processes):
-    dataset = source.val_set(size)
+def _val_loader(
+    source: Source, size: int, batch: int, workers: int, processes: Processes,
+    preprocessing: Mapping[str, Any] | None = None,
+):
+    dataset = source.val_set(size, preprocessing)
     shard = Subset(dataset, range(processes.rank, len(dataset), processes.world_size))
     return DataLoader(
         shard, batch_size=batch, num_workers=workers, collate_fn=collate,
@@ -924,6 +927,13 @@ class Trained:
     data: str
     source: Source
 
+    @property
+    def preprocessing(self) -> dict[str, Any] | None:
+        """The recorded preprocessing that evaluation follows on image folders (e.g. imported
+        timm weights'), or None where it is incomplete (a ``last.pt`` records only the size)."""
+        recorded = self.record.get("preprocessing") or {}
+        return dict(recorded) if {"input_size", "mean", "std"} <= set(recorded) else None
+
 
 WEIGHTS_HELP = (
     "pass a training --out folder, a folder with model.safetensors + config.json, an "
@@ -1005,6 +1015,8 @@ def open_trained(
         raise ValueError(f"{path}: the weights do not record their dataset; pass --data")
     source = open_data(data)
     names = list(record.get("class_names") or [])
+    if names == [str(index) for index in range(len(names))]:
+        names = []  # the placeholder names of weights saved without any (e.g. a bare timm file)
     if len(source.class_names) != record["num_classes"]:
         raise ValueError(
             f"{path} classifies {record['num_classes']} classes but --data {data} has "
@@ -1047,7 +1059,9 @@ def evaluate(
     workers = default_workers(trained.source) if workers is None else workers
     results = {}
     for size in sizes:
-        loader = _val_loader(trained.source, size, batch_size, workers, processes)
+        loader = _val_loader(
+            trained.source, size, batch_size, workers, processes, trained.preprocessing
+        )
         results[str(size)] = measure(model, loader, processes.device, processes)
     return {
         "weights": str(trained.path), "model": record["model"], "data": trained.data,

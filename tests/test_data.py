@@ -6,7 +6,16 @@ import pytest
 import torch
 from imagefolder import make_image_folder
 
-from sknet.data import EpochBatches, Skipped, _SyntheticImages, collate, open_data
+from sknet.data import (
+    EpochBatches,
+    Skipped,
+    _SyntheticImages,
+    collate,
+    eval_transform,
+    open_data,
+    preprocessing_at,
+    read_image,
+)
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -62,6 +71,20 @@ def test_image_folder(tmp_path):
     assert image.shape == (3, 16, 16) and target == 2
     preprocessing = source.preprocessing(224)
     assert preprocessing["resize"] == 256 and preprocessing["input_size"] == 224
+
+
+def test_folder_validation_follows_the_weights_recorded_preprocessing(tmp_path):
+    """Imported weights (e.g. timm's: bicubic, mean/std) are evaluated as they were trained."""
+    source = open_data(str(make_image_folder(tmp_path)))
+    timm_like = {"input_size": 224, "resize": 256, "interpolation": "bicubic",
+                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert preprocessing_at(timm_like, 16)["resize"] == 18  # 16 * 256 / 224, rounded
+    own, _ = source.val_set(16)[0]
+    followed, _ = source.val_set(16, timm_like)[0]
+    path = source.val_files.samples[0][0]
+    expected = eval_transform(preprocessing_at(timm_like, 16))(read_image(path))
+    assert torch.equal(followed, expected)
+    assert not torch.allclose(own, followed, atol=0.1)
 
 
 def test_bad_files_are_skipped_with_their_paths(tmp_path):

@@ -18,6 +18,8 @@ import pytest
 import torch
 from imagefolder import make_image_folder
 
+import sknet
+import sknet.data as sknet_data
 import sknet.train as training
 from sknet.cli import main
 from sknet.models import get_entry
@@ -301,3 +303,31 @@ def test_folder_dataset_skips_bad_files_or_rejects_them_with_strict(tmp_path, ca
                         "--strict", "--model", "sknet_digits")
     assert status == 2 and line.startswith("sknet train: error: --strict: 3 bad file(s)")
     assert not (tmp_path / "strict").exists()
+
+
+def test_eval_of_imported_weights_on_a_folder_checks_names_and_follows_their_preprocessing(
+    tmp_path, capsys, monkeypatch
+):
+    """Weights saved without class names (e.g. a bare timm file: "0", "1", ...) evaluate on any
+    folder of as many classes; real names must match the folder's. Evaluation feeds the images
+    as the weights' config says (test_data checks that val_set follows what it is given)."""
+    folder = make_image_folder(tmp_path / "images")
+    model = sknet.create_model("sknet_digits", num_classes=3, **{**TINY, "in_chans": 3}).eval()
+    odd = {"input_size": 16, "resize": 20, "interpolation": "bicubic",
+           "mean": [0.9, 0.1, 0.5], "std": [0.05, 0.5, 0.2]}
+    unnamed = sknet.save_pretrained(model, tmp_path / "unnamed", preprocessing=odd)
+    given = []
+    folder_val_set = sknet_data.FolderSource.val_set
+
+    def spy(self, size, preprocessing=None):
+        given.append((size, preprocessing))
+        return folder_val_set(self, size, preprocessing)
+
+    monkeypatch.setattr(sknet_data.FolderSource, "val_set", spy)
+    report = evaluate(unnamed.parent, str(folder), [16, 24], batch_size=4, workers=0)
+    assert given == [(16, odd), (24, odd)]
+    assert report["results"]["24"]["images"] == 9
+
+    sknet.save_pretrained(model, tmp_path / "named", class_names=["x", "y", "z"], preprocessing=odd)
+    status, line = _cli(capsys, "eval", str(tmp_path / "named"), "--data", str(folder))
+    assert status == 2 and "class names (x, y, z, ...) differ" in line
