@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from tiny import TINY
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +20,26 @@ def device() -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     return chosen
+
+
+@pytest.fixture
+def one_thread():
+    """One PyTorch thread during the test (runs whose results must not depend on scheduling)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A one-epoch digits run of the tiny model at 8x8 (read only): best.safetensors + best.json
+    with the preprocessing, and last.pt holding the same weights."""
+    from sknet.train import train
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("digits") / "run"
+    train(out=str(out), model_kwargs=TINY, input_size=8, epochs=1)
+    torch.set_num_threads(threads)
+    return out

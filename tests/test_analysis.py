@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from imagefolder import make_image_folder
 from PIL import Image
+from tiny import TINY
 
 from sknet.analysis import (
     FILES,
@@ -28,35 +29,24 @@ from sknet.analysis import (
 from sknet.cli import main
 from sknet.data import open_data
 from sknet.models import create_model, save_pretrained
-from sknet.train import evaluate, train
+from sknet.train import evaluate
 
-TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
-        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
 QUICK = {"limit": 60, "batch_size": 16, "progress": False}
 """60 of the 360 validation digits, evenly spaced, in batches of 16 (the last one partial)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_run, tmp_path_factory):
+    """The analysis the tests compare against, at one thread as they run (identical files)."""
+    out = tmp_path_factory.mktemp("analysis")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    report = analyze(tiny_run, out=out, **QUICK)
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A one-epoch digits run: best.safetensors and last.pt hold the same weights."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("digits") / "run"
-    train(out=str(out), model_kwargs=TINY, input_size=8, epochs=1)
-    return out
-
-
-@pytest.fixture(scope="module")
-def analysed(run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("analysis")
-    return analyze(run, out=out, **QUICK), out
+    return report, out
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -153,7 +143,7 @@ def test_files_exist_with_their_columns_and_valid_pictures(analysed):
     assert report["crops"] == [8, 5, 4]
 
 
-def test_streamed_statistics_equal_a_direct_computation(run, analysed):
+def test_streamed_statistics_equal_a_direct_computation(tiny_run, analysed):
     """Running sums over batches of 16 give the numbers of one pass over all 60 images."""
     report, out = analysed
     source = open_data("digits")
@@ -163,7 +153,7 @@ def test_streamed_statistics_equal_a_direct_computation(run, analysed):
     labels = torch.tensor([dataset[index][1] for index in picked])
     from sknet import load_pretrained
 
-    model = load_pretrained(run / "best.safetensors").eval()
+    model = load_pretrained(tiny_run / "best.safetensors").eval()
     rows = {(row["unit"], float(row["scale"])): row
             for row in _rows(out / "units.csv") if row["source"] == "all"}
     first = None
@@ -191,22 +181,23 @@ def test_streamed_statistics_equal_a_direct_computation(run, analysed):
                 assert torch.allclose(torch.tensor(channel).double(), expected, atol=1e-6)
 
 
-def test_same_checkpoint_gives_identical_files(run, analysed, tmp_path):
+def test_same_checkpoint_gives_identical_files(tiny_run, analysed, tmp_path):
     _, first = analysed
-    analyze(run, out=tmp_path / "again", **QUICK)
+    analyze(tiny_run, out=tmp_path / "again", **QUICK)
     for name in FILES:
         assert (tmp_path / "again" / name).read_bytes() == (first / name).read_bytes(), name
     # last.pt holds the same (only) epoch's weights as best.safetensors: same numbers.
-    analyze(run / "last.pt", out=tmp_path / "last", **QUICK)
+    analyze(tiny_run / "last.pt", out=tmp_path / "last", **QUICK)
     for name in ("units.csv", "channels.csv", "classes.csv"):
         assert (tmp_path / "last" / name).read_bytes() == (first / name).read_bytes(), name
     # and sknet eval takes last.pt too
-    assert evaluate(run / "last.pt")["results"] == evaluate(run)["results"]
+    assert evaluate(tiny_run / "last.pt")["results"] == evaluate(tiny_run)["results"]
 
 
-def test_cli_prints_the_findings_and_takes_every_option(run, tmp_path, capsys):
+def test_cli_prints_the_findings_and_takes_every_option(tiny_run, tmp_path, capsys):
     out = tmp_path / "cli"
-    status = main(["analyze", "--checkpoint", str(run / "best.safetensors"), "--data", "digits",
+    best = str(tiny_run / "best.safetensors")
+    status = main(["analyze", "--checkpoint", best, "--data", "digits",
                    "--out", str(out), "--scales", "1.0", "2.0", "--unit", "SK_2_1",
                    "--units", "SK_4_1", "--samples", "3", "7", "--limit", "20",
                    "--batch-size", "8", "--workers", "0", "--channel-group", "2"])
@@ -240,9 +231,9 @@ def test_a_folder_dataset_streams_and_skips_unreadable_files(tmp_path):
 # -- bad input: one line, non-zero exit ------------------------------------------------------
 
 
-def test_bad_inputs_fail_in_one_line(run, tmp_path, capsys):
+def test_bad_inputs_fail_in_one_line(tiny_run, tmp_path, capsys):
     out = str(tmp_path / "out")
-    analyze_run = ("analyze", "--checkpoint", str(run), "--out", out)
+    analyze_run = ("analyze", "--checkpoint", str(tiny_run), "--out", out)
     status, line = _cli(capsys, "analyze", "--checkpoint", str(tmp_path / "nowhere"),
                         "--out", out)
     assert status == 2 and line.startswith("sknet analyze: error: --checkpoint")

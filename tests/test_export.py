@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from tiny import TINY
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -81,8 +82,6 @@ def test_deploy_folds_sync_batchnorm_too():
 
 # -- ONNX ------------------------------------------------------------------------------------
 
-TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
-        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
 DIGITS_PREPROCESSING = {"input_size": 16, "resize": 16, "mean": [0.3], "std": [0.4]}
 
 

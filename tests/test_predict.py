@@ -6,32 +6,14 @@ import torch
 from imagefolder import make_image_folder
 from PIL import Image
 from sklearn.datasets import load_digits
+from tiny import TINY
 
 import sknet
 from sknet.cli import main
 from sknet.data import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DigitsSource, FolderSource
 from sknet.predict import predict
-from sknet.train import train
 
-TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
-        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A one-epoch digits run at 8x8: best.safetensors + best.json with the preprocessing."""
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("digits") / "run"
-    train(out=str(out), model_kwargs=TINY, input_size=8, epochs=1)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digit_pngs(folder, count):
@@ -47,10 +29,10 @@ def _digit_pngs(folder, count):
     return source, paths
 
 
-def test_predictions_follow_the_validation_pipeline(run, tmp_path):
+def test_predictions_follow_the_validation_pipeline(tiny_run, tmp_path):
     source, paths = _digit_pngs(tmp_path / "images", 24)
-    predictions = predict(run, paths, top=3)
-    model = sknet.load_pretrained(run / "best.safetensors").eval()
+    predictions = predict(tiny_run, paths, top=3)
+    model = sknet.load_pretrained(tiny_run / "best.safetensors").eval()
     reference = torch.stack([source.val_set(8)[i][0] for i in range(len(paths))])
     with torch.no_grad():
         probabilities = model(reference).softmax(dim=1)
@@ -70,12 +52,12 @@ def test_predictions_follow_the_validation_pipeline(run, tmp_path):
     assert agree >= len(paths) - 1
 
 
-def test_cli_prints_the_top_5_with_probabilities(run, tmp_path, capsys):
+def test_cli_prints_the_top_5_with_probabilities(tiny_run, tmp_path, capsys):
     _, paths = _digit_pngs(tmp_path / "images", 2)
-    assert main(["predict", *map(str, paths), "--checkpoint", str(run)]) == 0
+    assert main(["predict", *map(str, paths), "--checkpoint", str(tiny_run)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 * 6 and lines[0] == str(paths[0]) and lines[6] == str(paths[1])
-    expected = predict(run, paths)
+    expected = predict(tiny_run, paths)
     for block, prediction in zip((lines[1:6], lines[7:12]), expected, strict=True):
         shown = [line.split() for line in block]
         assert [name for _, name in shown] == [name for name, _ in prediction.classes]
@@ -115,10 +97,10 @@ def _cli(capsys, *argv):
     return status, err
 
 
-def test_bad_images_and_checkpoints_fail_in_one_line(run, tmp_path, capsys):
+def test_bad_images_and_checkpoints_fail_in_one_line(tiny_run, tmp_path, capsys):
     _, (good,) = _digit_pngs(tmp_path / "images", 1)
     missing = tmp_path / "missing.png"
-    status, err = _cli(capsys, "predict", good, missing, "--checkpoint", run)
+    status, err = _cli(capsys, "predict", good, missing, "--checkpoint", tiny_run)
     assert status == 2 and err == [f"sknet predict: error: {missing}: no such image file"]
 
     corrupt = tmp_path / "corrupt.png"
@@ -126,13 +108,13 @@ def test_bad_images_and_checkpoints_fail_in_one_line(run, tmp_path, capsys):
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:40])
     for bad in (corrupt, truncated):
-        status, err = _cli(capsys, "predict", bad, "--checkpoint", run)
+        status, err = _cli(capsys, "predict", bad, "--checkpoint", tiny_run)
         assert status == 2 and len(err) == 1
         assert err[0].startswith(f"sknet predict: error: {bad}: not a readable image")
 
     status, err = _cli(capsys, "predict", good, "--checkpoint", tmp_path / "nowhere")
     assert status == 2 and len(err) == 1 and "no weights there" in err[0]
-    status, err = _cli(capsys, "predict", good, "--checkpoint", run / "last.pt")
+    status, err = _cli(capsys, "predict", good, "--checkpoint", tiny_run / "last.pt")
     assert status == 2 and len(err) == 1 and "preprocessing config lacks mean, std" in err[0]
-    status, err = _cli(capsys, "predict", good, "--checkpoint", run, "--top", "0")
+    status, err = _cli(capsys, "predict", good, "--checkpoint", tiny_run, "--top", "0")
     assert status == 2 and "--top must be at least 1" in err[0]

@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
+from tiny import TINY
 
 import sknet
 from sknet.models import pretrained
 
-TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
-        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
 PREPROCESSING = {"input_size": 8, "resize": 8, "mean": [0.3], "std": [0.4]}
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from imagefolder import make_image_folder
+from tiny import TINY
 
 import sknet
 import sknet.data as sknet_data
@@ -26,20 +27,13 @@ from sknet.models import get_entry
 from sknet.train import RECIPES, TrainConfig, evaluate, recipe_for, resolve, train
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"cardinality": 2, "base_width": 4, "base_out": 16, "stem_channels": 8,
-        "branches": [[3, 1, 2], [3, 2, 2]], "min_dim": 4}
 TINY_YAML = "{cardinality: 2, base_width: 4, base_out: 16, stem_channels: 8, " \
             "branches: [[3, 1, 2], [3, 2, 2]], min_dim: 4}"
 RUN = {"model_kwargs": TINY, "input_size": 8, "epochs": 2, "save_every": 5}
 """Two epochs of 22 steps, a checkpoint every 5 steps: 4 mid-epoch checkpoints per epoch."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _env():
