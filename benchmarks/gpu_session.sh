@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # What we measure on a lent GPU, in one call per part (a call may run 10 minutes at most):
-#   bash benchmarks/gpu_session.sh speed   (about 8 minutes on one H200)
+#   bash benchmarks/gpu_session.sh speed   (about 5 minutes on one H200)
 #     1. the fast SK path against the fp64 reference on the GPU (forward and gradients),
 #     2. benchmarks/speed.py --device cuda (AMP bf16, batch 256: ours vs timm, SK vs ResNeXt;
-#        eager tasks first, the compiled ones last; JSON written after every task);
+#        eager tasks first, then compiled eval; JSON written after every task);
 #   bash benchmarks/gpu_session.sh train   (about 6 minutes)
 #     3. `sknet train` on synthetic 224x224 data, AMP bf16, channels_last, 3 epochs of 70 steps of
 #        batch 256: sknet50 eagerly and with --compile, and resnext50_32x4d eagerly.
@@ -28,7 +28,7 @@ if [ "$PART" = speed ]; then
   SKNET_TEST_DEVICE=cuda timeout 60 $PY -m pytest tests/test_fast_sk.py -q -p no:cacheprovider \
     > "$OUT/pytest_cuda.txt" 2>&1
   echo "pytest rc=$?" >> "$OUT/pytest_cuda.txt"
-  timeout 420 $PY benchmarks/speed.py --device cuda --json "$OUT/gpu.json" > "$OUT/speed.txt" 2>&1
+  timeout 360 $PY benchmarks/speed.py --device cuda --json "$OUT/gpu.json" > "$OUT/speed.txt" 2>&1
   echo "speed rc=$?" >> "$OUT/speed.txt"
 fi
 

@@ -16,8 +16,9 @@ median over rounds; the ratios in brackets are the quartiles of the per-round ra
 the noise. ``--json`` writes every sample with the machine, versions and command.
 
 CPU (the defaults): ``python benchmarks/speed.py --json benchmarks/cpu.json``
-GPU (AMP bf16, batch 256, CUDA events; eager tasks about 2 min on one H200, the two compiled
-ones about 4 more; results are written after every task):
+GPU (AMP bf16, batch 256, CUDA events; about 4 minutes on one H200, results written after every
+task; the compiled training step, which takes minutes more to compile there, with
+``--compiled-kinds eval train``):
 ``python benchmarks/speed.py --device cuda --json benchmarks/gpu.json``
 """
 
@@ -120,8 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="Defaults depend on --device. CPU: inference batches 1 and 8, training batch 8, "
         "memory batch 16, fp32, every model also compiled (about 40 minutes on 2 cores). CUDA: "
-        "batch 256, AMP bf16, CUDA events, only ours compiled and only for eval and train "
-        "(about 5 minutes; --compile none halves it).",
+        "batch 256, AMP bf16, CUDA events, only ours compiled and only for eval, the compiled "
+        "tasks last (about 4 minutes on an H200: compiling a training step there takes minutes "
+        "more; add it with --compiled-kinds eval train).",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None,
@@ -137,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="which models also run under torch.compile")
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS,
                         help="which kinds of task to run (default: all)")
+    parser.add_argument("--compiled-kinds", nargs="+", default=None, choices=KINDS,
+                        help="which kinds also run compiled (default: CPU all, CUDA eval)")
     parser.add_argument("--no-channels-last", action="store_true",
                         help="skip the channels_last eval/train tasks")
     parser.add_argument("--amp", choices=["none", "bf16"], default=None,
@@ -153,6 +157,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.memory_batch = args.memory_batch or (256 if cuda else 16)
     args.repeats = args.repeats or (20 if cuda else 15)
     args.compile = args.compile or ("ours" if cuda else "all")
+    args.compiled_kinds = args.compiled_kinds or (["eval"] if cuda else KINDS)
     args.amp = args.amp or ("bf16" if cuda else "none")
     args.threads = args.threads or os.cpu_count()
     return args
@@ -381,8 +386,8 @@ def tasks(args: argparse.Namespace) -> list[Task]:
         planned.append(Task("eval", max(args.infer_batches), False, channels_last=True))
         planned.append(Task("train", args.train_batch, False, channels_last=True))
     planned += [Task("memory", args.memory_batch, compiled) for compiled in compile_flags]
+    planned = [t for t in planned if not t.compiled or t.kind in args.compiled_kinds]
     if args.device == "cuda":  # the eager tasks first: compiling takes minutes on a GPU machine
-        planned = [t for t in planned if not (t.compiled and t.kind in ("deploy", "memory"))]
         planned.sort(key=lambda t: t.compiled)
     return [task for task in planned if task.kind in args.kinds]
 
