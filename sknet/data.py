@@ -395,6 +395,11 @@ class _Files(Dataset):
             return Skipped(path, f"unreadable: {error}")
 
 
+def _class_folders(split: Path) -> list[str]:
+    """The class sub-folders of ``split``, sorted: the label order."""
+    return sorted(entry.name for entry in os.scandir(split) if entry.is_dir())
+
+
 def _scan_split(
     split: Path, class_names: list[str] | None, strict: bool
 ) -> tuple[list[str], list[tuple[str, int]], list[Skipped]]:
@@ -404,7 +409,7 @@ def _scan_split(
             f"{split}: no such folder; an image-folder dataset needs {split.parent}/train/ and "
             f"{split.parent}/val/ with one sub-folder of images per class (ImageNet layout)"
         )
-    found = sorted(entry.name for entry in os.scandir(split) if entry.is_dir())
+    found = _class_folders(split)
     if not found:
         raise ValueError(
             f"{split}: no class sub-folders; put each class's images in {split}/CLASS/"
@@ -461,7 +466,7 @@ class FolderSource(Source):
 
     kind = "imagenet"
 
-    def __init__(self, root: Path, strict: bool = False) -> None:
+    def __init__(self, root: Path, strict: bool = False, for_training: bool = True) -> None:
         if not root.is_dir():
             raise FileNotFoundError(
                 f"--data {root}: no such folder; pass `digits`, `cifar10:PATH`, `cifar100:PATH` "
@@ -469,8 +474,12 @@ class FolderSource(Source):
                 "get ILSVRC2012 from image-net.org and sort val/ into class folders)"
             )
         self.spec = str(root)
-        self.class_names, train, skipped_train = _scan_split(root / "train", None, strict)
-        _, val, skipped_val = _scan_split(root / "val", self.class_names, strict)
+        if for_training:
+            names, train, skipped_train = _scan_split(root / "train", None, strict)
+        else:  # evaluation reads val/ alone; labels follow train/'s class folders where present
+            names = _class_folders(root / "train") if (root / "train").is_dir() else None
+            train, skipped_train = [], []
+        self.class_names, val, skipped_val = _scan_split(root / "val", names, strict)
         self.train_files = _Files(train)
         self.val_files = _Files(val)
         self.skipped = tuple(skipped_train + skipped_val)
@@ -628,8 +637,11 @@ class CifarSource(Source):
         }
 
 
-def open_data(spec: str, *, strict: bool = False) -> Source:
+def open_data(spec: str, *, strict: bool = False, for_training: bool = True) -> Source:
     """Open the dataset named by a ``--data`` spec (see the module docstring); never downloads.
+
+    ``for_training=False`` (evaluation) needs only an image folder's ``val/``: ``train/`` is
+    not scanned, and gives the label order only if it is there.
 
     Raises:
         FileNotFoundError: the data is not where the spec says, with the path expected and how to
@@ -651,5 +663,5 @@ def open_data(spec: str, *, strict: bool = False) -> Source:
         if not path:
             raise ValueError(f"--data {spec}: give the CIFAR root, e.g. {name}:data/cifar")
         return CifarSource(name, Path(path).expanduser())
-    return FolderSource(Path(spec).expanduser(), strict=strict)
+    return FolderSource(Path(spec).expanduser(), strict=strict, for_training=for_training)
 

@@ -1013,7 +1013,7 @@ def open_trained(
     data = data or record.get("dataset")
     if not data:
         raise ValueError(f"{path}: the weights do not record their dataset; pass --data")
-    source = open_data(data)
+    source = open_data(data, for_training=False)
     names = list(record.get("class_names") or [])
     if names == [str(index) for index in range(len(names))]:
         names = []  # the placeholder names of weights saved without any (e.g. a bare timm file)

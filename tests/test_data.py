@@ -1,5 +1,6 @@
 """Datasets from --data specs: digits, image folders (with bad files), CIFAR; the epoch sampler."""
 
+import shutil
 from collections import Counter
 
 import pytest
@@ -181,3 +182,20 @@ def test_synthetic_images_are_learnable_and_depend_only_on_their_index():
 def test_bad_synthetic_specs_fail_clearly(spec):
     with pytest.raises(ValueError, match="number of training images"):
         open_data(spec)
+
+
+def test_evaluation_needs_only_the_validation_folder(tmp_path):
+    """Evaluating on ImageNet needs val/ alone (train/ is not scanned; its class folders, where
+    present, still give the label order, so a val/ missing a class keeps the labels)."""
+    root = make_image_folder(tmp_path)
+    full = open_data(str(root))
+    for_eval = open_data(str(root), for_training=False)
+    assert for_eval.class_names == full.class_names and len(for_eval.train_files) == 0
+    assert for_eval.val_files.samples == full.val_files.samples
+    shutil.rmtree(root / "val" / "class_0")
+    assert open_data(str(root), for_training=False).class_names == full.class_names
+    shutil.rmtree(root / "train")
+    only_val = open_data(str(root), for_training=False)
+    assert only_val.class_names == ["class_1", "class_2"] and len(only_val.val_files) == 6
+    with pytest.raises(FileNotFoundError, match="train: no such folder"):
+        open_data(str(root))
