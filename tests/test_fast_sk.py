@@ -9,6 +9,7 @@ from torch import nn
 
 from sknet import SKConv
 from sknet.layers import ConvBnAct
+from sknet.layers.conv_bn import SLOW_DILATED_WEIGHT_GRAD_CHANNELS, PhaseGradConv2d
 from sknet.models.resnext import Bottleneck
 
 
@@ -64,6 +65,7 @@ CASES = {
     "M3": {"branches": [(3, 1, 4), (3, 2, 4), (5, 1, 8)]},
     "M2-naive": {"branches": [(3, 1, 4), (3, 2, 4)], "attention": False},
     "M3-naive": {"branches": [(3, 1, 4), (3, 2, 4), (3, 3, 4)], "attention": False},
+    "M2-8-per-group": {"branches": [(3, 1, 2), (3, 2, 2)]},
     "M2-depthwise": {"branches": [(3, 1, 16), (3, 2, 16)]},
     "M3-depthwise": {"branches": [(3, 1, 16), (5, 1, 16), (3, 3, 16)]},
 }
@@ -196,3 +198,88 @@ def test_channels_last_stays_channels_last(train, device):
     expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
     for name, value in got.items():
         assert_close(value.double().cpu(), expected[name])
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dilation", [(2, 2), (3, 2)])
+@pytest.mark.parametrize("per_group", SLOW_DILATED_WEIGHT_GRAD_CHANNELS)
+def test_phase_weight_gradient_equals_dilated_convolution(per_group, dilation, channels_last):
+    """The polyphase weight gradient against autograd's, on sizes the dilation does not divide,
+    in fp64 (1e-10: any wrong pixel pairing would show) and the input gradient with it."""
+    groups = 3
+    x = torch.randn(2, groups * per_group, 11, 7, dtype=torch.float64)
+    weight = torch.randn(6, per_group, 3, 3, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(2, 6, 11, 7, dtype=torch.float64)
+
+    results = []
+    for conv in (
+        lambda x, w: PhaseGradConv2d.apply(x, w, dilation, groups),
+        lambda x, w: F.conv2d(x, w, None, 1, dilation, dilation, groups),
+    ):
+        inputs = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        out = conv(*inputs)
+        out.backward(grad)
+        results.append((out, inputs[0].grad, inputs[1].grad))
+    for got, expected in zip(*results, strict=True):
+        assert_close(got, expected, 1e-10)
+
+
+def test_phase_weight_gradient_under_autocast():
+    """Under CPU autocast the convolution runs in bf16 and the gradients come back in the
+    parameters' and input's fp32, close to the fp32 gradients."""
+    x = torch.randn(2, 16, 9, 9, requires_grad=True)
+    weight = torch.randn(16, 8, 3, 3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = PhaseGradConv2d.apply(x, weight, (2, 2), 2)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert x.grad.dtype == weight.grad.dtype == torch.float32
+    x32, w32 = x.detach().requires_grad_(), weight.detach().requires_grad_()
+    F.conv2d(x32, w32, None, 1, 2, 2, 2).square().sum().backward()
+    assert_close(weight.grad, w32.grad, rtol=0.05)
+    assert_close(x.grad, x32.grad, rtol=0.05)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_sk_unit_takes_the_phase_gradient_only_to_train_on_the_cpu(train, monkeypatch):
+    """With 8 channels per group, the dilated branch of a training SK unit runs through
+    :class:`PhaseGradConv2d`; inference (no weight gradient) keeps the plain convolution."""
+    calls = []
+    apply = PhaseGradConv2d.apply
+    monkeypatch.setattr(PhaseGradConv2d, "apply", lambda *args: calls.append(1) or apply(*args))
+    layer = SKConv(16, 16, reduction=2, min_dim=8, **CASES["M2-8-per-group"]).train(train)
+    with torch.set_grad_enabled(train):
+        layer(sample_input())
+    assert len(calls) == (1 if train else 0)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "dilation", "groups"),
+    [
+        (1, 2, 1, 1),
+        (1, 3, 1, 1),
+        (3, 2, 2, 4),
+        (3, 1, 2, 2),
+        (3, 3, 3, 16),
+        (3, 2, 1, 1),
+        (5, 1, 1, 2),
+    ],
+)
+def test_convolve_equals_the_plain_convolution(kernel, stride, dilation, groups, device):
+    """:meth:`ConvBnAct.convolve` (subsampled views, the polyphase weight gradient) against the
+    module's own ``nn.Conv2d``, output and gradients, fp64, on sizes no stride divides."""
+    unit = ConvBnAct(16, 16, kernel, stride, dilation, groups).to(device, torch.float64)
+    x = torch.randn(3, 16, 11, 9, dtype=torch.float64, device=device)
+    results = []
+    for conv in (unit.convolve, unit.conv):
+        unit.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out = conv(inputs)
+        out.backward(
+            torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=device).view_as(out)
+        )
+        results.append((out, inputs.grad, unit.conv.weight.grad.clone()))
+    for got, expected in zip(*results, strict=True):
+        assert_close(got.cpu(), expected.cpu(), 1e-10)
