@@ -184,7 +184,15 @@ class ConvBnAct(nn.Sequential):
                 for s, d, k in zip(stride, dilation, kernel, strict=True)
             )
             if step != (1, 1):
-                x = x[..., :: step[0], :: step[1]]
+                # One copy, which the convolution also keeps for its backward (a strided view
+                # would be copied by the forward and again by the backward).
+                layout = (
+                    torch.channels_last
+                    if x.dim() == 4 and not x.is_contiguous()
+                    and x.is_contiguous(memory_format=torch.channels_last)
+                    else torch.contiguous_format
+                )
+                x = x[..., :: step[0], :: step[1]].contiguous(memory_format=layout)
                 stride = tuple(s // p for s, p in zip(stride, step, strict=True))
                 dilation = tuple(d if p == 1 else 1 for d, p in zip(dilation, step, strict=True))
                 padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation, kernel, strict=True))
