@@ -9,7 +9,7 @@ from torch import nn
 
 from sknet import SKConv
 from sknet.layers import ConvBnAct
-from sknet.layers.conv_bn import SLOW_DILATED_WEIGHT_GRAD_CHANNELS, PhaseGradConv2d
+from sknet.layers.cpu_conv import RoutedConv2d
 from sknet.models.resnext import Bottleneck
 
 
@@ -200,39 +200,46 @@ def test_channels_last_stays_channels_last(train, device):
         assert_close(value.double().cpu(), expected[name])
 
 
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
-@pytest.mark.parametrize("dilation", [(2, 2), (3, 2)])
-@pytest.mark.parametrize("per_group", SLOW_DILATED_WEIGHT_GRAD_CHANNELS)
-def test_phase_weight_gradient_equals_dilated_convolution(per_group, dilation, channels_last):
-    """The polyphase weight gradient against autograd's, on sizes the dilation does not divide,
-    in fp64 (1e-10: any wrong pixel pairing would show) and the input gradient with it."""
+ROUTES = {
+    "nhwc-2": ("nhwc", 2, (1, 1), (1, 1)),
+    "nhwc-4-dilated": ("nhwc", 4, (1, 1), (2, 2)),
+    "nhwc-4-strided": ("nhwc", 4, (2, 1), (1, 1)),
+    "phases-1": ("phases", 1, (1, 1), (2, 2)),
+    "phases-8": ("phases", 8, (1, 1), (3, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(ROUTES))
+def test_routed_weight_gradient_equals_autograd(case):
+    """Each weight-gradient route against autograd's, on sizes that neither the stride nor the
+    dilation divides, in fp64 (1e-10: a wrong pixel pairing would show), with the input gradient
+    and the output."""
+    route, per_group, stride, dilation = ROUTES[case]
     groups = 3
+    padding = tuple(d for d in dilation)  # "same" for a 3x3 kernel
     x = torch.randn(2, groups * per_group, 11, 7, dtype=torch.float64)
     weight = torch.randn(6, per_group, 3, 3, dtype=torch.float64)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    grad = torch.randn(2, 6, 11, 7, dtype=torch.float64)
-
     results = []
     for conv in (
-        lambda x, w: PhaseGradConv2d.apply(x, w, dilation, groups),
-        lambda x, w: F.conv2d(x, w, None, 1, dilation, dilation, groups),
+        lambda x, w: RoutedConv2d.apply(x, w, stride, padding, dilation, groups, route),
+        lambda x, w: F.conv2d(x, w, None, stride, padding, dilation, groups),
     ):
         inputs = x.clone().requires_grad_(), weight.clone().requires_grad_()
         out = conv(*inputs)
-        out.backward(grad)
+        out.backward(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out))
         results.append((out, inputs[0].grad, inputs[1].grad))
     for got, expected in zip(*results, strict=True):
         assert_close(got, expected, 1e-10)
 
 
-def test_phase_weight_gradient_under_autocast():
+@pytest.mark.parametrize("route", ["nhwc", "phases"])
+def test_routed_weight_gradient_under_autocast(route):
     """Under CPU autocast the convolution runs in bf16 and the gradients come back in the
     parameters' and input's fp32, close to the fp32 gradients."""
     x = torch.randn(2, 16, 9, 9, requires_grad=True)
     weight = torch.randn(16, 8, 3, 3, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = PhaseGradConv2d.apply(x, weight, (2, 2), 2)
+        out = RoutedConv2d.apply(x, weight, (1, 1), (2, 2), (2, 2), 2, route)
     assert out.dtype == torch.bfloat16
     out.float().square().sum().backward()
     assert x.grad.dtype == weight.grad.dtype == torch.float32
@@ -242,17 +249,30 @@ def test_phase_weight_gradient_under_autocast():
     assert_close(x.grad, x32.grad, rtol=0.05)
 
 
+@pytest.mark.parametrize(
+    ("case", "layout", "expected"),
+    [
+        ("M2", torch.contiguous_format, ["nhwc", "nhwc"]),
+        ("M2-8-per-group", torch.contiguous_format, ["phases"]),
+        ("M2", torch.channels_last, []),
+    ],
+)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_sk_unit_takes_the_phase_gradient_only_to_train_on_the_cpu(train, monkeypatch):
-    """With 8 channels per group, the dilated branch of a training SK unit runs through
-    :class:`PhaseGradConv2d`; inference (no weight gradient) keeps the plain convolution."""
-    calls = []
-    apply = PhaseGradConv2d.apply
-    monkeypatch.setattr(PhaseGradConv2d, "apply", lambda *args: calls.append(1) or apply(*args))
-    layer = SKConv(16, 16, reduction=2, min_dim=8, **CASES["M2-8-per-group"]).train(train)
+def test_sk_branches_route_their_weight_gradient_only_to_train(
+    case, layout, expected, train, monkeypatch
+):
+    """A training SK unit on NCHW input routes its branches' weight gradients per
+    :func:`weight_grad_route` (4 channels per group: both; 8: the dilated one); NHWC input and
+    inference keep oneDNN's convolution."""
+    routes = []
+    apply = RoutedConv2d.apply
+    monkeypatch.setattr(
+        RoutedConv2d, "apply", lambda *args: routes.append(args[-1]) or apply(*args)
+    )
+    layer = SKConv(16, 16, reduction=2, min_dim=8, **CASES[case]).train(train)
     with torch.set_grad_enabled(train):
-        layer(sample_input())
-    assert len(calls) == (1 if train else 0)
+        layer(sample_input().contiguous(memory_format=layout))
+    assert routes == (expected if train else [])
 
 
 @pytest.mark.parametrize(
@@ -267,11 +287,14 @@ def test_sk_unit_takes_the_phase_gradient_only_to_train_on_the_cpu(train, monkey
         (5, 1, 1, 2),
     ],
 )
-def test_convolve_equals_the_plain_convolution(kernel, stride, dilation, groups, device):
-    """:meth:`ConvBnAct.convolve` (subsampled views, the polyphase weight gradient) against the
-    module's own ``nn.Conv2d``, output and gradients, fp64, on sizes no stride divides."""
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_convolve_equals_the_plain_convolution(kernel, stride, dilation, groups, layout, device):
+    """:meth:`ConvBnAct.convolve` (subsampled inputs, routed weight gradients) against the
+    module's own ``nn.Conv2d``, output and gradients, fp64, on sizes no stride divides; the
+    input's gradient keeps its layout."""
     unit = ConvBnAct(16, 16, kernel, stride, dilation, groups).to(device, torch.float64)
     x = torch.randn(3, 16, 11, 9, dtype=torch.float64, device=device)
+    x = x.contiguous(memory_format=layout)
     results = []
     for conv in (unit.convolve, unit.conv):
         unit.zero_grad()
@@ -281,5 +304,6 @@ def test_convolve_equals_the_plain_convolution(kernel, stride, dilation, groups,
             torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=device).view_as(out)
         )
         results.append((out, inputs.grad, unit.conv.weight.grad.clone()))
+    assert results[0][1].is_contiguous(memory_format=layout)
     for got, expected in zip(*results, strict=True):
         assert_close(got.cpu(), expected.cpu(), 1e-10)
