@@ -151,10 +151,15 @@ def test_forward_into_equals_sk_then_conv(case, train, dtype, device):
         assert_close(value.double().cpu(), expected[name], tolerance)
 
 
+@pytest.mark.parametrize(
+    ("groups", "stride"), [(4, 1), (8, 2)], ids=["8-per-group", "4-per-group-stride-2"]
+)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_no_graph_breaks_under_torch_compile(train):
-    """TorchDynamo captures an SK bottleneck (SK unit fused with the next conv) as one graph."""
-    block = Bottleneck(32, 32, 64, 1, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None).train(train)
+def test_no_graph_breaks_under_torch_compile(train, groups, stride):
+    """TorchDynamo captures an SK bottleneck (SK unit fused with the next conv, routed weight
+    gradients, subsampled inputs) as one graph."""
+    branches = [(3, 1, groups), (3, 2, groups)]
+    block = Bottleneck(32, 32, 64, stride, branches, True, 4, 8, None).train(train)
     x = torch.randn(2, 32, 6, 6, requires_grad=train)
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(block)(x)

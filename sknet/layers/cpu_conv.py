@@ -1,21 +1,23 @@
 """Convolutions trained on the CPU whose weight gradient takes a faster route than oneDNN's.
 
 PyTorch's CPU convolutions run on oneDNN, whose weight gradient for grouped convolutions with
-few channels per group in NCHW has no fast kernel. The route is a choice of algorithm, not of
-arithmetic: the same products summed over the same pixel pairs. Measured on the project's 2-core
-Xeon (batch 8, 14-56 pixels, 116-512 channels; benchmarks/RESULTS.md), in ms for 128 channels
-at 56x56:
+few channels per group in NCHW has no fast kernel. A route is a choice of algorithm, not of
+arithmetic: the same products, summed over the same pixel pairs. Measured on the project's
+2-core Xeon, batch 8, ms per weight gradient of a 3x3 convolution with 128 channels at 56x56
+(``python benchmarks/weight_grad_routes.py``; all sizes in benchmarks/RESULTS.md):
 
-=================  ========  ==========  ==========
-channels/group     oneDNN    NHWC        phases
-=================  ========  ==========  ==========
-2 or 4             15-17     9.3-10.7    27-32
-8, dilated         15.5      9.1         6.6
-1, dilated         19.0      12.5        4.6
-=================  ========  ==========  ==========
+=====================  ===========  ===========  ======
+channels per group     oneDNN NCHW  NHWC copies  phases
+=====================  ===========  ===========  ======
+2 or 4                 14.8-17.0    8.2-10.0     27-31
+8, dilated             15.5         8.1          6.2
+1, dilated             18.1         12.5         4.4
+1 or 8, undilated; 16  2.3-4.5      4.1-7.6      (6.8)
+=====================  ===========  ===========  ======
 
-(NHWC includes copying the input and the gradient; every other case, and every size from 14 to
-56 pixels, ranks the routes the same way, and 16 or more channels per group need no other route.)
+The routes include copying the input and the gradient. At 28x28 and 14x14 the ranking is the
+same, except that 8 channels per group, dilated, at 14x14 is a near tie (NHWC 1.45 ms, phases
+1.63 ms, oneDNN 2.94 ms).
 """
 
 from __future__ import annotations
