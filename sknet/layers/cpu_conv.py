@@ -9,15 +9,15 @@ arithmetic: the same products, summed over the same pixel pairs. Measured on the
 =====================  ===========  ===========  ======
 channels per group     oneDNN NCHW  NHWC copies  phases
 =====================  ===========  ===========  ======
-2 or 4                 14.8-17.0    8.2-10.0     27-31
-8, dilated             15.5         8.1          6.2
-1, dilated             18.1         12.5         4.4
-1 or 8, undilated; 16  2.3-4.5      4.1-7.6      (6.8)
+2 or 4                 15.6-17.9    8.6-12.9     27-31
+8, dilated             16.3         8.2          6.6
+1, dilated             18.0         12.1         4.4
+1 or 8, undilated; 16  2.0-4.1      4.1-7.5      (6.9)
 =====================  ===========  ===========  ======
 
 The routes include copying the input and the gradient. At 28x28 and 14x14 the ranking is the
-same, except that 8 channels per group, dilated, at 14x14 is a near tie (NHWC 1.45 ms, phases
-1.63 ms, oneDNN 2.94 ms).
+same, except that 8 channels per group, dilated, is a near tie between the two routes there (at
+14x14: NHWC 1.40 ms, phases 1.71 ms, oneDNN 2.82 ms).
 """
 
 from __future__ import annotations
