@@ -9,7 +9,7 @@ from torch import nn
 
 from sknet import SKConv
 from sknet.layers import ConvBnAct
-from sknet.layers.cpu_conv import RoutedConv2d
+from sknet.layers.cpu_conv import RoutedConv2d, weight_grad_route
 from sknet.models.resnext import Bottleneck
 
 
@@ -235,6 +235,27 @@ def test_routed_weight_gradient_equals_autograd(case):
         results.append((out, inputs[0].grad, inputs[1].grad))
     for got, expected in zip(*results, strict=True):
         assert_close(got, expected, 1e-10)
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "per_group", "stride", "dilation", "layout", "grad", "expected"),
+    [
+        (16, 4, 1, 1, torch.contiguous_format, True, "nhwc"),
+        (16, 2, 2, 2, torch.contiguous_format, True, "nhwc"),
+        (16, 8, 1, 2, torch.contiguous_format, True, "phases"),
+        (16, 1, 1, 3, torch.contiguous_format, True, "phases"),
+        (16, 8, 1, 1, torch.contiguous_format, True, None),  # oneDNN is fast undilated
+        (16, 16, 1, 1, torch.contiguous_format, True, None),  # 16 per group
+        (4, 4, 1, 1, torch.contiguous_format, True, None),  # not grouped
+        (16, 4, 1, 1, torch.channels_last, True, None),  # NHWC already
+        (16, 4, 1, 1, torch.contiguous_format, False, None),  # no weight gradient
+    ],
+)
+def test_weight_grad_route_choice(in_channels, per_group, stride, dilation, layout, grad, expected):
+    x = torch.randn(2, in_channels, 8, 8).contiguous(memory_format=layout)
+    weight = torch.randn(8, per_group, 3, 3, requires_grad=grad)
+    route = weight_grad_route(x, weight, (stride, stride), (dilation, dilation), (dilation,) * 2)
+    assert route == expected
 
 
 @pytest.mark.parametrize("route", ["nhwc", "phases"])

@@ -39,12 +39,14 @@ polyphase components (:func:`phases`)."""
 def weight_grad_route(
     x: torch.Tensor, weight: torch.Tensor, stride: Pair, padding: Pair, dilation: Pair
 ) -> str | None:
-    """``"nhwc"``, ``"phases"`` or ``None`` (oneDNN's own) for training this convolution."""
+    """``"nhwc"``, ``"phases"`` or ``None`` (oneDNN's own) for training this grouped convolution."""
     if x.device.type != "cpu" or not (weight.requires_grad and torch.is_grad_enabled()):
         return None
     if x.dim() != 4 or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
         return None  # already NHWC (or ambiguous: one pixel or one channel), where oneDNN is fast
     per_group = weight.shape[1]
+    if per_group == x.shape[1]:
+        return None  # not grouped: the measurements behind the routes are of grouped ones
     if per_group in NHWC_WEIGHT_GRAD_CHANNELS:
         return "nhwc"
     same = tuple(d * (k - 1) // 2 for d, k in zip(dilation, weight.shape[-2:], strict=True))
