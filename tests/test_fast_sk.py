@@ -221,7 +221,7 @@ def test_routed_weight_gradient_equals_autograd(case):
     and the output."""
     route, per_group, stride, dilation = ROUTES[case]
     groups = 3
-    padding = tuple(d for d in dilation)  # "same" for a 3x3 kernel
+    padding = dilation  # "same" for a 3x3 kernel
     x = torch.randn(2, groups * per_group, 11, 7, dtype=torch.float64)
     weight = torch.randn(6, per_group, 3, 3, dtype=torch.float64)
     results = []

@@ -140,7 +140,9 @@ class _Subsample(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        grad_x = grad.new_zeros(ctx.shape).contiguous(memory_format=ctx.layout)
+        grad_x = torch.empty(
+            ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout
+        ).zero_()
         grad_x[..., :: ctx.step[0], :: ctx.step[1]] = grad
         return grad_x, None
 
