@@ -1,4 +1,13 @@
-"""sknet: Selective Kernel Networks (Li, Wang, Hu, Yang; CVPR 2019) in PyTorch."""
+"""sknet: Selective Kernel Networks (Li, Wang, Hu, Yang; CVPR 2019) in PyTorch.
+
+``import sknet`` loads the layers, the models and their tools. The task functions
+``sknet.train``, ``sknet.evaluate`` and ``sknet.analyze`` are loaded on first use (from
+:mod:`sknet.training`, :mod:`sknet.evaluation` and :mod:`sknet.analysis`), so that evaluating,
+exporting or analysing never loads the training loop.
+"""
+
+import importlib
+from typing import Any
 
 from sknet.convert import Replacement, convert_to_sk
 from sknet.export import deploy, export_onnx
@@ -12,18 +21,30 @@ from sknet.models import (
     save_pretrained,
     to_timm,
 )
-from sknet.profile import profile, profile_model
+from sknet.profiling import profile, profile_model
 
 __version__ = "0.1.0"
+
+TASKS = {"train": "sknet.training", "evaluate": "sknet.evaluation", "analyze": "sknet.analysis"}
+"""The task functions that ``sknet.NAME`` loads on first use, and their modules."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in TASKS:
+        return getattr(importlib.import_module(TASKS[name]), name)
+    raise AttributeError(f"module 'sknet' has no attribute {name!r}")
+
 
 __all__ = [
     "Replacement",
     "SKAttention",
     "SKConv",
     "__version__",
+    "analyze",
     "convert_to_sk",
     "create_model",
     "deploy",
+    "evaluate",
     "export_onnx",
     "from_pretrained",
     "from_timm",
@@ -33,4 +54,5 @@ __all__ = [
     "profile_model",
     "save_pretrained",
     "to_timm",
+    "train",
 ]

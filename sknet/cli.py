@@ -1,20 +1,47 @@
-"""The ``sknet`` command line: parses arguments and delegates to the task modules."""
+"""The ``sknet`` command line: parses arguments and delegates to the task modules.
+
+Options that several commands share are declared once, as argparse parents: the weights
+(``--checkpoint``), the dataset (``--data``), the device and the data loader. The flags of
+``sknet train`` are the fields of :class:`~sknet.training.config.TrainConfig`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from typing import Any
+
+from sknet.analysis import FILES, analyze, format_findings
+from sknet.atomic import write_json
+from sknet.evaluation import evaluate
+from sknet.export import export_checkpoint
+from sknet.models import list_models
+from sknet.predict import format_prediction, predict
+from sknet.profiling import format_derivations, format_table, report
+from sknet.training import train
+from sknet.training.config import options, parse_numbers
+
+WEIGHTS = "training --out folder, weights folder (model.safetensors + config.json), " \
+    "X.safetensors or last.pt"
 
 
 class UserError(Exception):
     """An error the user can fix; printed as one line without a traceback."""
 
 
-def _profile(args: argparse.Namespace) -> int:
-    from sknet.profile import format_derivations, format_table, report
+def format_command(argv: Sequence[str]) -> str:
+    """The command line as a shell would take it back."""
+    return shlex.join(["sknet", *argv])
 
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def _profile(args: argparse.Namespace) -> int:
     rows = report(args.rows)
     if not rows:
         raise UserError(f"no paper row matches {args.rows!r}; run `sknet profile` to list them")
@@ -32,67 +59,54 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from sknet.models import list_models
-
     print("\n".join(list_models(args.pattern)))
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from sknet.train import format_command, train
+_NOT_SETTINGS = ("debug", "command", "func", "config", "resume", "argv")
+"""Attributes of ``sknet train``'s namespace that are not training settings."""
 
-    settings = {
-        key: value
-        for key, value in vars(args).items()
-        if key not in ("debug", "command", "func", "config", "resume", "argv")
-    }
-    command = format_command(args.argv)
-    train(config_file=args.config, resume=args.resume, command=command, **settings)
+
+def _train(args: argparse.Namespace) -> int:
+    settings = {key: value for key, value in vars(args).items() if key not in _NOT_SETTINGS}
+    train(
+        config_file=args.config, resume=args.resume, command=format_command(args.argv),
+        **settings,
+    )
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sknet.train import evaluate
-
-    report = evaluate(
-        args.weights, args.data, args.sizes,
+    results = evaluate(
+        args.checkpoint, args.data, args.sizes,
         batch_size=args.batch_size, device=args.device, workers=args.workers,
     )
-    for size, metrics in report["results"].items():
+    for size, metrics in results["results"].items():
         skipped = f", {metrics['skipped']} unreadable skipped" if metrics["skipped"] else ""
         print(
-            f"{report['model']} on {report['data']} at {size}x{size}: top-1 err "
+            f"{results['model']} on {results['data']} at {size}x{size}: top-1 err "
             f"{metrics['top1_err']:.2f}%, top-5 err {metrics['top5_err']:.2f}% "
             f"({metrics['images']} images{skipped})"
         )
     if args.json:
-        from sknet.atomic import write_json
-
-        write_json(args.json, report)
+        write_json(args.json, results)
     return 0
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    import time
-
-    from sknet.analysis import FILES, analyze, format_findings
-    from sknet.train import format_command
-
     started = time.perf_counter()
-    report = analyze(
+    findings = analyze(
         args.checkpoint, args.data, args.out, scales=args.scales, unit=args.unit,
         units=args.units, samples=args.samples, limit=args.limit, batch_size=args.batch_size,
         workers=args.workers, device=args.device, channel_group=args.channel_group,
         command=format_command(args.argv),
     )
-    print(format_findings(report))
+    print(format_findings(findings))
     print(f"wrote {', '.join(FILES)} to {args.out} in {time.perf_counter() - started:.1f} s")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from sknet.export import export_checkpoint
-
     try:
         done = export_checkpoint(
             args.checkpoint, args.out, input_size=args.input_size, fold=not args.keep_bn,
@@ -110,76 +124,66 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from sknet.predict import format_prediction, predict
-
     for prediction in predict(args.checkpoint, args.images, top=args.top, device=args.device):
         print(format_prediction(prediction))
     return 0
 
 
-def _mapping(text: str) -> dict:
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a mapping like '{{attention: 0}}': {text!r}")
-    return value
+# -- shared options ---------------------------------------------------------------------------
 
 
-def _numbers(kind: type) -> Callable[[str], list]:
-    def parse(text: str) -> list:
+def _argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse: its own error message, not argparse's generic one."""
+    if parse in (int, float, str):
+        return parse
+
+    def checked(text: str) -> Any:
         try:
-            return [kind(item) for item in text.replace(",", " ").split()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {kind.__name__}s separated by commas, got {text!r}"
-            ) from None
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
 
-    return parse
+    checked.__name__ = getattr(parse, "__name__", "value")
+    return checked
 
 
-FLAG = {"action": "store_true"}
-TRAIN_OPTIONS: list[tuple[str, dict]] = [
-    ("--data", {"help": "digits (default), ImageNet-layout folder, cifar10:PATH, "
-                        "cifar100:PATH, synthetic[:N] (generated, for speed runs)"}),
-    ("--model", {"help": "registered model (default: sknet_digits on digits, sknet50 on folders)"}),
-    ("--model-kwargs", {"type": _mapping, "metavar": "YAML", "help": "e.g. '{attention: false}'"}),
-    ("--out", {"help": "output folder (default runs/train)"}),
-    ("--resume", {"default": None, "metavar": "LAST_PT", "help": "continue the run of a last.pt"}),
-    ("--config", {"default": None, "metavar": "YAML", "help": "settings file; options here win"}),
-    ("--epochs", {"type": int}),
-    ("--batch-size", {"type": int, "help": "global batch size, split across processes"}),
-    ("--lr", {"type": float, "help": "default: the recipe's, scaled linearly with the batch"}),
-    ("--momentum", {"type": float}),
-    ("--weight-decay", {"type": float}),
-    ("--label-smoothing", {"type": float}),
-    ("--lr-milestones", {"type": _numbers(float), "metavar": "F,F,..",
-                         "help": "fractions of the run after which lr is multiplied by lr-gamma"}),
-    ("--lr-gamma", {"type": float}),
-    ("--input-size", {"type": int, "help": "training crop size"}),
-    ("--eval-sizes", {"type": _numbers(int), "metavar": "N,N,..",
-                      "help": "centre-crop sizes the best weights are evaluated at"}),
-    ("--min-scale", {"type": float, "help": "smallest area fraction of the random-size crop"}),
-    ("--seed", {"type": int}),
-    ("--device", {"help": "auto (default), cpu, cuda, cuda:N"}),
-    ("--amp", {**FLAG, "help": "mixed precision (autocast)"}),
-    ("--amp-dtype", {"choices": ("bf16", "fp16"), "help": "autocast dtype (default bf16)"}),
-    ("--channels-last", {**FLAG, "help": "NHWC memory format"}),
-    ("--compile", {**FLAG, "help": "torch.compile the model"}),
-    ("--workers", {"type": int, "help": "data-loader processes per training process"}),
-    ("--sync-bn", {**FLAG, "help": "SyncBatchNorm across processes (CUDA)"}),
-    ("--save-every", {"type": int, "metavar": "STEPS",
-                      "help": "also checkpoint every STEPS steps (default 1000; 0: epoch ends)"}),
-    ("--strict", {**FLAG, "help": "decode every image up front; fail on any bad file"}),
-    ("--tensorboard", {**FLAG, "help": "log to OUT/tensorboard"}),
-]
+def _parent() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(add_help=False)
+
+
+def _weights_options(required: bool = True) -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--checkpoint", required=required, default=None, metavar="PATH",
+                        help=WEIGHTS)
+    return parent
+
+
+def _data_options() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--data", default=None,
+                        help="dataset spec (default: the one recorded with the weights)")
+    return parent
+
+
+def _device_options() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    return parent
+
+
+def _loader_options() -> argparse.ArgumentParser:
+    parent = _parent()
+    parent.add_argument("--batch-size", type=int, help="images per forward pass")
+    parent.add_argument("--workers", type=int, default=None,
+                        help="data-loader processes (default: none for in-memory data)")
+    return parent
+
+
+# -- the parsers ------------------------------------------------------------------------------
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser(
+    parser = commands.add_parser(
         "train",
         argument_default=argparse.SUPPRESS,
         help="train a model with the paper's recipe (Section 4.1); works under torchrun",
@@ -188,43 +192,51 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         "that options override. Under `torchrun --nproc_per_node=N -m sknet train ...` it runs "
         "DistributedDataParallel with --batch-size as the global batch.",
     )
-    for flag, options in TRAIN_OPTIONS:
-        train.add_argument(flag, **options)
-    train.set_defaults(func=_train)
+    parser.add_argument("--resume", default=None, metavar="LAST_PT",
+                        help="continue the run of a last.pt")
+    parser.add_argument("--config", default=None, metavar="YAML",
+                        help="settings file; options here win")
+    for name, option, _ in options():
+        flag = "--" + name.replace("_", "-")
+        if option.parse is None:
+            parser.add_argument(flag, action="store_true", help=option.help)
+        else:
+            parser.add_argument(
+                flag, type=_argument_type(option.parse), metavar=option.metavar,
+                choices=option.choices, help=option.help or None,
+            )
+    parser.set_defaults(func=_train)
 
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
-    evaluate = commands.add_parser(
+    parser = commands.add_parser(
         "eval",
+        parents=[_weights_options(required=False), _data_options(), _loader_options(),
+                 _device_options()],
         help="top-1/top-5 error of trained weights by centre crop",
         description="Evaluate trained weights (a training --out folder, a folder with "
         "model.safetensors + config.json, X.safetensors, or a training last.pt) on a dataset.",
     )
-    add = evaluate.add_argument
-    add("weights", help="training --out folder, weights folder, .safetensors file or last.pt")
-    add("--data", default=None, help="dataset spec (default: the one recorded with the weights)")
-    add("--sizes", type=_numbers(int), default=None, metavar="N,N,..",
-        help="centre-crop sizes (default: those recorded)")
-    add("--batch-size", type=int, default=256)
-    add("--device", default="auto")
-    add("--workers", type=int, default=None)
-    add("--json", default=None, metavar="FILE", help="also write the results here")
-    evaluate.set_defaults(func=_eval)
+    parser.add_argument("weights", nargs="?", default=None, metavar="WEIGHTS",
+                        help="deprecated spelling of --checkpoint")
+    parser.add_argument("--sizes", type=_argument_type(parse_numbers(int)), default=None,
+                        metavar="N,N,..", help="centre-crop sizes (default: those recorded)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write the results here")
+    parser.set_defaults(func=_eval, batch_size=256)
 
 
 def _add_analyze(commands: argparse._SubParsersAction) -> None:
-    analyze = commands.add_parser(
+    parser = commands.add_parser(
         "analyze",
+        parents=[_weights_options(), _data_options(), _loader_options(), _device_options()],
         help="attention vs object size: the numbers and Figures 3-4 of Section 4.4",
         description="Show every validation image with its central object enlarged (a central "
         "crop of 1/s of the side resized back: --scales), record the softmax attention of every "
         "SK unit, and write per-unit, per-channel and per-class statistics (CSV, JSON) and "
         "Figures 3a, 3b, 3c and 4 (PNG) into --out.",
     )
-    add = analyze.add_argument
-    add("--checkpoint", required=True, metavar="PATH",
-        help="training --out folder, X.safetensors, weights folder or last.pt")
-    add("--data", default=None, help="dataset spec (default: the one recorded with the weights)")
+    add = parser.add_argument
     add("--out", required=True, metavar="DIR", help="folder for the CSV, JSON and PNG files")
     add("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], metavar="S",
         help="object magnifications, each >= 1 (default 1.0 1.5 2.0); Fig. 4 uses the first two")
@@ -237,27 +249,23 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
         help="validation-set indices of the images of Fig. 3a and 3b (default: drawn, seed 0)")
     add("--limit", type=int, default=None, metavar="N",
         help="analyse N images evenly spaced over the validation set (default: all)")
-    add("--batch-size", type=int, default=128)
-    add("--workers", type=int, default=None, help="data-loader processes")
-    add("--device", default="auto")
     add("--channel-group", type=int, default=None, metavar="N",
         help="channels averaged per point of the per-channel panel (default: the paper's 16, "
         "fewer for units under 256 channels)")
-    analyze.set_defaults(func=_analyze)
+    parser.set_defaults(func=_analyze, batch_size=128)
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
-    export = commands.add_parser(
+    parser = commands.add_parser(
         "export",
+        parents=[_weights_options()],
         help="write trained weights as an ONNX graph (deploy mode, dynamic batch)",
         description="Export trained weights to ONNX with torch's torch.export-based exporter "
         "(needs onnx and onnxscript: pip install 'sknet[onnx]'). The graph takes input "
         "[N, C, S, S] (N free, S the checkpoint's input size) and outputs logits [N, classes]; "
         "BatchNorm is folded into the convolutions unless --keep-bn.",
     )
-    add = export.add_argument
-    add("--checkpoint", required=True, metavar="PATH",
-        help="training --out folder, weights folder, X.safetensors or last.pt")
+    add = parser.add_argument
     add("--format", default="onnx", choices=("onnx",), help="output format (default onnx)")
     add("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
     add("--input-size", type=int, default=None, metavar="S",
@@ -265,24 +273,22 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     add("--keep-bn", action="store_true",
         help="export the eval-mode model with BatchNorm nodes instead of folding them")
     add("--opset", type=int, default=None, help="ONNX opset (default: the exporter's own)")
-    export.set_defaults(func=_export)
+    parser.set_defaults(func=_export)
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
-    predict = commands.add_parser(
+    parser = commands.add_parser(
         "predict",
+        parents=[_weights_options(), _device_options()],
         help="top classes and probabilities of images",
         description="Classify image files with trained weights, preprocessed as their config "
         "says (resize, centre crop, mean/std, grey for one-channel models), and print the top "
         "classes with their probabilities for each image.",
     )
-    add = predict.add_argument
+    add = parser.add_argument
     add("images", nargs="+", metavar="IMAGE", help="image files (any format Pillow reads)")
-    add("--checkpoint", required=True, metavar="PATH",
-        help="training --out folder, weights folder or X.safetensors")
     add("--top", type=int, default=5, metavar="K", help="classes shown per image (default 5)")
-    add("--device", default="auto")
-    predict.set_defaults(func=_predict)
+    parser.set_defaults(func=_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _weights_argument(args: argparse.Namespace) -> None:
+    """``sknet eval WEIGHTS``, the old spelling, as ``--checkpoint WEIGHTS`` (with a note)."""
+    if args.weights is not None:
+        if args.checkpoint is not None:
+            raise UserError("give the weights once: --checkpoint PATH (the positional is old)")
+        print(
+            "sknet eval: note: `sknet eval WEIGHTS` is deprecated; write `sknet eval "
+            "--checkpoint WEIGHTS`, as analyze, export and predict take them",
+            file=sys.stderr,
+        )
+        args.checkpoint = args.weights
+    if args.checkpoint is None:
+        raise UserError(f"the weights to evaluate are missing: --checkpoint PATH ({WEIGHTS})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -322,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv
     try:
+        if args.command == "eval":
+            _weights_argument(args)
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyboardInterrupt) as error:
         if args.debug:

@@ -15,8 +15,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from sknet.layers import SKConv
-from sknet.models.base import init_weights
+from sknet.layers import SKConv, init_weights
 
 BATCH_NORMS = (nn.BatchNorm2d, nn.SyncBatchNorm)
 

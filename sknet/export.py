@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.atomic import atomic_path
 from sknet.layers import fold_bn
+from sknet.trained import load_trained
 
 ONNX_OPSET = 18
 """The opset torch's exporter builds its graphs in (others go through onnx's version converter);
@@ -160,7 +161,7 @@ def export_checkpoint(
     """``sknet export``: trained weights to an ONNX file, fed as their config says.
 
     Args:
-        checkpoint: anything :func:`sknet.train.load_trained` takes (a training ``--out``
+        checkpoint: anything :func:`sknet.trained.load_trained` takes (a training ``--out``
             folder, a weights folder, ``X.safetensors``, ``last.pt``).
         out: the ``.onnx`` file to write.
         input_size: H = W of the graph's input (default: the checkpoint's preprocessing
@@ -173,8 +174,6 @@ def export_checkpoint(
         ``folded``, ``opset``.
     """
     _require_onnx()
-    from sknet.train import load_trained  # the training module is heavy; only needed here
-
     path, model, record = load_trained(checkpoint, "--checkpoint")
     size = input_size or record.get("preprocessing", {}).get("input_size")
     if not size:

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from sknet.data import eval_transform, read_image
+from sknet.devices import pick_device
 from sknet.export import input_channels
+from sknet.trained import load_trained
 
 BATCH_SIZE = 32
 """Images decoded and classified at a time."""
@@ -64,8 +66,6 @@ def predict(
         FileNotFoundError: a missing checkpoint or image.
         ValueError: an unreadable image, or weights without a preprocessing config.
     """
-    from sknet.train import load_trained, pick_device  # the training module is heavy
-
     if top < 1:
         raise ValueError(f"--top must be at least 1, got {top}")
     paths = [Path(image) for image in images]

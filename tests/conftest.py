@@ -35,7 +35,7 @@ def one_thread():
 def tiny_run(tmp_path_factory):
     """A one-epoch digits run of the tiny model at 8x8 (read only): best.safetensors + best.json
     with the preprocessing, and last.pt holding the same weights."""
-    from sknet.train import train
+    from sknet.training import train
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

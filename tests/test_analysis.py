@@ -28,8 +28,8 @@ from sknet.analysis import (
 )
 from sknet.cli import main
 from sknet.data import open_data
+from sknet.evaluation import evaluate
 from sknet.models import create_model, save_pretrained
-from sknet.train import evaluate
 
 QUICK = {"limit": 60, "batch_size": 16, "progress": False}
 """60 of the 360 validation digits, evenly spaced, in batches of 16 (the last one partial)."""

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from sknet.models import create_model, get_entry
-from sknet.profile import Printed, profile
+from sknet.profiling import Printed, profile
 
 
 def _params(name: str, **kwargs) -> int:

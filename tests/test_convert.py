@@ -5,7 +5,7 @@ from torch import nn
 
 import sknet
 from sknet import SKConv, convert_to_sk
-from sknet.profile import profile
+from sknet.profiling import profile
 
 
 def test_torchvision_resnext50_becomes_sknet50():

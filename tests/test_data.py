@@ -10,13 +10,13 @@ from imagefolder import make_image_folder
 from sknet.data import (
     EpochBatches,
     Skipped,
-    _SyntheticImages,
     collate,
     eval_transform,
     open_data,
     preprocessing_at,
     read_image,
 )
+from sknet.data.synthetic import _SyntheticImages
 
 
 def test_digits_split_is_fixed_and_stratified():

@@ -7,7 +7,7 @@ import torch
 from tiny import TINY
 
 import sknet
-from sknet.models import pretrained
+from sknet.models import weights_io
 
 PREPROCESSING = {"input_size": 8, "resize": 8, "mean": [0.3], "std": [0.4]}
 
@@ -102,7 +102,7 @@ def test_a_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):
             partial.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(pretrained, "save_file", crash)
+    monkeypatch.setattr(weights_io, "save_file", crash)
     with pytest.raises(OSError, match="disk full"):
         sknet.save_pretrained(model, tmp_path / "w")
     assert weights.read_bytes() == before
@@ -130,13 +130,13 @@ def test_a_loaded_model_saves_its_names_and_preprocessing_again(model, tmp_path)
     model.save_pretrained(tmp_path / "a", class_names=names, preprocessing=PREPROCESSING)
     loaded = sknet.from_pretrained(tmp_path / "a")
     loaded.save_pretrained(tmp_path / "b")
-    config = pretrained.read_config(tmp_path / "b")
+    config = weights_io.read_config(tmp_path / "b")
     assert config["class_names"] == names and config["preprocessing"] == PREPROCESSING
 
     # A new classifier keeps the preprocessing, not the old class names, and records its size.
     loaded.reset_classifier(3)
     loaded.save_pretrained(tmp_path / "c")
-    config = pretrained.read_config(tmp_path / "c")
+    config = weights_io.read_config(tmp_path / "c")
     assert config["num_classes"] == 3 and config["class_names"] == ["0", "1", "2"]
     assert config["preprocessing"] == PREPROCESSING
     assert sknet.from_pretrained(tmp_path / "c").num_classes == 3

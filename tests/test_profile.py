@@ -4,7 +4,7 @@ import pytest
 
 from sknet.cli import main
 from sknet.models import list_models, paper_rows
-from sknet.profile import Printed, check_row, format_table, profile, report
+from sknet.profiling import Printed, check_row, format_table, profile, report
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproducing.md"
 

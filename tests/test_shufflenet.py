@@ -7,7 +7,7 @@ from sknet import SKConv
 from sknet.layers import SqueezeExcite
 from sknet.models import ShuffleNetV2, create_model, get_entry, list_models
 from sknet.models.shufflenet import channel_shuffle
-from sknet.profile import Printed, profile
+from sknet.profiling import Printed, profile
 
 
 def _layers(module: nn.Module) -> list[nn.Module]:

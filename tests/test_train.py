@@ -21,10 +21,13 @@ from tiny import TINY
 
 import sknet
 import sknet.data as sknet_data
-import sknet.train as training
+import sknet.training.recipe as recipes
 from sknet.cli import main
+from sknet.evaluation import evaluate
 from sknet.models import get_entry
-from sknet.train import RECIPES, TrainConfig, evaluate, recipe_for, resolve, train
+from sknet.training import RECIPES, TrainConfig, Trainer, recipe_for, resolve, train
+from sknet.training.config import layer, lr_at
+from sknet.training.recipe import milestone_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = "{cardinality: 2, base_width: 4, base_out: 16, stem_channels: 8, " \
@@ -64,23 +67,23 @@ def test_recipe_defaults_are_the_papers():
     assert (imagenet.epochs, imagenet.batch_size, imagenet.lr) == (100, 256, 0.1)
     assert imagenet.momentum == 0.9
     assert (imagenet.weight_decay, imagenet.label_smoothing) == (1e-4, 0.1)
-    assert training.milestone_epochs(100, imagenet.lr_milestones) == [30, 60, 90]
+    assert milestone_epochs(100, imagenet.lr_milestones) == [30, 60, 90]
     assert (imagenet.input_size, imagenet.eval_sizes, imagenet.min_scale) == (224, (224, 320), 0.08)
     cifar = RECIPES["cifar"]
     assert (cifar.epochs, cifar.batch_size, cifar.lr, cifar.weight_decay) == (300, 128, 0.1, 5e-4)
-    assert training.milestone_epochs(300, cifar.lr_milestones) == [150, 225]
-    assert training.milestone_epochs(20, imagenet.lr_milestones) == [6, 12, 18]
+    assert milestone_epochs(300, cifar.lr_milestones) == [150, 225]
+    assert milestone_epochs(20, imagenet.lr_milestones) == [6, 12, 18]
 
     config = resolve(TrainConfig(batch_size=512), "imagenet", "sknet50")
     assert config.lr == pytest.approx(0.2)  # linear scaling with the batch
-    lrs = [training.lr_at(epoch, config) for epoch in (0, 29, 30, 60, 99)]
+    lrs = [lr_at(epoch, config) for epoch in (0, 29, 30, 60, 99)]
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.002, 0.0002])
     assert resolve(TrainConfig(input_size=160), "imagenet", "sknet50").eval_sizes == [160, 320]
     assert resolve(TrainConfig(lr=0.5, batch_size=512), "imagenet", "sknet50").lr == 0.5
 
 
 def test_lightweight_models_get_the_lighter_weight_decay(monkeypatch):
-    assert not training.is_lightweight("sknet50")
+    assert not recipes.is_lightweight("sknet50")
     assert recipe_for("imagenet", "sknet50").weight_decay == 1e-4
     entry = get_entry("sknet50")
 
@@ -88,7 +91,7 @@ def test_lightweight_models_get_the_lighter_weight_decay(monkeypatch):
         lightweight = True
         config = entry.config
 
-    monkeypatch.setattr(training, "get_entry", lambda name: Lightweight())
+    monkeypatch.setattr(recipes, "get_entry", lambda name: Lightweight())
     recipe = recipe_for("imagenet", "any")
     assert (recipe.weight_decay, recipe.min_scale) == (4e-5, 0.25)
 
@@ -96,15 +99,15 @@ def test_lightweight_models_get_the_lighter_weight_decay(monkeypatch):
 def test_yaml_settings_are_defaults_that_options_override(tmp_path):
     path = tmp_path / "settings.yaml"
     path.write_text("epochs: 3\nbatch-size: 32\nmodel_kwargs: {attention: false}\n")
-    config, state = training._configure({"epochs": 2}, path, None)
-    assert (config.epochs, config.batch_size, state) == (2, 32, None)
+    config = layer({"epochs": 2}, path)
+    assert (config.epochs, config.batch_size) == (2, 32)
     assert config.model_kwargs == {"attention": False}
     path.write_text("epochs: 3\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match=r"unknown setting.*learning_rate"):
-        training._configure({}, path, None)
+        layer({}, path)
     path.write_text("epochs: [3\n")
     with pytest.raises(ValueError, match="not valid YAML"):
-        training._configure({}, path, None)
+        layer({}, path)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         resolve(TrainConfig(epochs=0), "digits", "sknet_digits")
 
@@ -139,16 +142,16 @@ def test_a_run_writes_everything_and_eval_reproduces_it(digits_run):
 
 def test_resume_after_crashes_gives_the_same_weights(digits_run, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    save = training._Trainer._checkpoint
+    save = Trainer._checkpoint
     calls = []
 
     def crash_on_third(self):
         save(self)
-        calls.append((self.epoch, self.step))
+        calls.append((self.progress.epoch, self.progress.step))
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training._Trainer, "_checkpoint", crash_on_third)
+    monkeypatch.setattr(Trainer, "_checkpoint", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         train(out=str(out), **RUN)
     assert calls == [(0, 5), (0, 10), (0, 15)]  # killed mid-epoch
@@ -156,7 +159,7 @@ def test_resume_after_crashes_gives_the_same_weights(digits_run, tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         train(resume=out / "last.pt")
     assert calls == [(0, 20), (1, 0), (1, 5)]  # killed again, after an epoch end
-    monkeypatch.setattr(training._Trainer, "_checkpoint", save)
+    monkeypatch.setattr(Trainer, "_checkpoint", save)
     summary = train(resume=out / "last.pt")
     assert _same(_weights(out), _weights(digits_run[0]))
     assert summary["top1_err"] == digits_run[1]["top1_err"]

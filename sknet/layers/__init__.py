@@ -1,6 +1,7 @@
 """Reusable layers: nothing here imports from :mod:`sknet.models`."""
 
 from sknet.layers.conv_bn import ConvBnAct, fold_bn
+from sknet.layers.init import init_weights
 from sknet.layers.se import SqueezeExcite
 from sknet.layers.sk_conv import DEFAULT_BRANCHES, SKAttention, SKConv, fuse_dim, parse_branches
 
@@ -12,5 +13,6 @@ __all__ = [
     "SqueezeExcite",
     "fold_bn",
     "fuse_dim",
+    "init_weights",
     "parse_branches",
 ]

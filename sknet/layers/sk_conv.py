@@ -23,18 +23,31 @@ def fuse_dim(channels: int, reduction: int, min_dim: int) -> int:
     return max(channels // reduction, min_dim)
 
 
-def parse_branches(branches: Sequence[Sequence[int]]) -> tuple[Branch, ...]:
-    """Validate a branch list such as ``[(3, 1, 32), (3, 2, 32)]`` and return it as tuples."""
+def parse_branches(
+    branches: Sequence[Sequence[int]],
+    fields: Sequence[str] = ("kernel", "dilation", "groups"),
+    owner: str = "SK",
+    note: str = "",
+) -> tuple[tuple[int, ...], ...]:
+    """Validate a branch list such as ``[(3, 1, 32), (3, 2, 32)]`` and return it as tuples.
+
+    Args:
+        branches: one sequence of positive ints per branch.
+        fields: what each int is (their count is the length every branch must have).
+        owner: the model or layer the branches are for, in error messages.
+        note: appended to the error message (e.g. where the missing field comes from).
+    """
+    described = ", ".join(fields)
     parsed = []
     for branch in branches:
-        if len(branch) != 3 or not all(isinstance(v, int) and v >= 1 for v in branch):
+        if len(branch) != len(fields) or not all(isinstance(v, int) and v >= 1 for v in branch):
             raise ValueError(
-                f"SK branch {tuple(branch)!r} must be three positive ints "
-                "(kernel, dilation, groups)"
+                f"{owner} branch {tuple(branch)!r} must be {len(fields)} positive ints "
+                f"({described}){note}"
             )
-        parsed.append((branch[0], branch[1], branch[2]))
+        parsed.append(tuple(branch))
     if not parsed:
-        raise ValueError("SK needs at least one branch (kernel, dilation, groups)")
+        raise ValueError(f"{owner} needs at least one branch ({described})")
     return tuple(parsed)
 
 

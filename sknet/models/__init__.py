@@ -12,13 +12,12 @@ from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
 # isort: split
 from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
 from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
-from sknet.models.pretrained import from_pretrained, load_pretrained, read_config, save_pretrained
+from sknet.models.factory import create_model, from_pretrained, from_timm, load_pretrained
 from sknet.models.registry import (
     Derivation,
     ModelEntry,
     Paper,
     PaperRow,
-    create_model,
     get_entry,
     list_models,
     paper_rows,
@@ -27,7 +26,8 @@ from sknet.models.registry import (
 )
 from sknet.models.resnext import Bottleneck, ResNeXt
 from sknet.models.shufflenet import ShuffleNetV2, ShuffleUnit
-from sknet.models.timm_weights import TIMM_ARCHITECTURES, from_timm, to_timm
+from sknet.models.timm_weights import TIMM_ARCHITECTURES, to_timm
+from sknet.models.weights_io import read_config, save_pretrained
 
 __all__ = [
     "TIMM_ARCHITECTURES",

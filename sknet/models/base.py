@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sknet.layers import SKConv
+from sknet.layers import ConvBnAct, SKConv, init_weights
+from sknet.models.weights_io import save_pretrained
 
 
 class Backbone(nn.Module):
@@ -58,15 +59,20 @@ class Backbone(nn.Module):
 
         ``config`` follows, so that :meth:`save_pretrained` records the new class count.
         """
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = _classifier(self.num_features, num_classes)
         if getattr(self, "config", None):
             self.config["num_classes"] = num_classes
+
+    def _finish(self, num_features: int, num_classes: int) -> None:
+        """Add the classifier on ``num_features`` pooled channels, then He-initialise the
+        convolutions (Section 4.1); subclasses call it last, after the stem and stages."""
+        self.num_features = num_features
+        self.fc = _classifier(num_features, num_classes)
+        init_weights(self)
 
     def save_pretrained(self, path: str | os.PathLike, **kwargs: Any) -> Path:
         """:func:`sknet.save_pretrained` of this model: ``model.safetensors`` + ``config.json``
         in the folder ``path`` (or ``X.safetensors`` + ``X.json``); returns the weights path."""
-        from sknet.models.pretrained import save_pretrained  # imports the registry, hence this
-
         return save_pretrained(self, path, **kwargs)
 
     def sk_units(self) -> dict[str, SKConv]:
@@ -86,16 +92,26 @@ class Backbone(nn.Module):
         return units
 
 
-def init_weights(model: nn.Module) -> None:
-    """He initialisation (Section 4.1): Kaiming-normal convs (fan-out), BN to identity."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+def _classifier(features: int, num_classes: int) -> nn.Module:
+    """The fc layer on pooled features, or ``nn.Identity`` for ``num_classes=0``."""
+    return nn.Linear(features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def conv_pool_stem(
+    in_chans: int, channels: int, kernel: int
+) -> tuple[nn.Sequential, dict[str, int | str]]:
+    """The ImageNet stem: ``kernel x kernel``/2 conv + BN + ReLU, then a padded 3x3/2 max-pool;
+    and its feature level (stride 2, the conv's output, before the pool)."""
+    stem = nn.Sequential(
+        ConvBnAct(in_chans, channels, kernel, stride=2),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+    return stem, {"channels": channels, "reduction": 2, "name": "stem.0"}
+
+
+def stage_level(index: int, channels: int, reduction: int) -> dict[str, int | str]:
+    """The feature level of ``stages[index]``: its output channels and stride."""
+    return {"channels": channels, "reduction": reduction, "name": f"stages.{index}"}
 
 
 class FeatureInfo:

@@ -1,17 +1,15 @@
-"""Model registry: names, their one config, and the paper's numbers for them."""
+"""Model registry: names, their one config, and the paper's numbers for them.
+
+Pure data: what is registered here is looked up by :mod:`sknet.models.factory`, which builds and
+loads; nothing in this module builds a network or reads a file.
+"""
 
 from __future__ import annotations
 
 import difflib
-import inspect
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from torch import nn
-
-from sknet.models.base import Backbone, FeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,7 @@ class ModelEntry:
     """
 
     name: str
-    builder: Callable[..., Backbone]
+    builder: Callable[..., Any]
     config: dict[str, Any] = field(default_factory=dict)
     paper: Paper | None = None
     default_num_classes: int = 1000
@@ -98,7 +96,7 @@ _TABLE_ROWS: list[PaperRow] = []
 
 def register_model(
     name: str,
-    builder: Callable[..., Backbone],
+    builder: Callable[..., Any],
     *,
     paper: Paper | None = None,
     default_num_classes: int = 1000,
@@ -132,59 +130,6 @@ def get_entry(name: str) -> ModelEntry:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see sknet.list_models()"
         raise ValueError(f"unknown model {name!r}{hint}") from None
-
-
-def create_model(
-    name: str,
-    *,
-    num_classes: int | None = None,
-    pretrained: str | os.PathLike | None = None,
-    features_only: bool = False,
-    out_indices: Sequence[int] | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Build a registered model.
-
-    Args:
-        name: a name from :func:`list_models`.
-        num_classes: classifier outputs (default: the model's dataset, 1000 for ImageNet; with
-            ``pretrained``, the file's, which it must equal).
-        pretrained: released weights to load (a directory with ``model.safetensors`` +
-            ``config.json``, or ``X.safetensors`` with ``X.json``; see
-            :mod:`sknet.models.pretrained`); their recorded kwargs are the defaults.
-        features_only: return a :class:`~sknet.models.base.FeatureExtractor` instead, which
-            outputs a list of feature maps and describes them in ``feature_info``.
-        out_indices: with ``features_only``, the feature levels to return: 0 is the stem
-            (stride 2 on ImageNet models), 1.. the stages (strides 4, 8, 16, 32 on the ImageNet
-            ResNeXt family); default every stage.
-        **kwargs: overrides of the registered config, e.g. ``branches=[(3, 1, 32), (5, 1, 64)]``
-            or ``attention=False`` for the rows of Tables 6 and 7.
-
-    Returns:
-        The model; ``model.config`` records ``name``, ``num_classes`` and the overrides, which is
-        all that is needed to build it again.
-    """
-    entry = get_entry(name)
-    if out_indices is not None and not features_only:
-        raise ValueError(f"{name}: out_indices needs features_only=True")
-    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes"}
-    unknown = set(kwargs) - accepted
-    if unknown:
-        raise ValueError(
-            f"model {name!r} does not take {', '.join(sorted(unknown))}; "
-            f"it takes {', '.join(sorted(accepted))}"
-        )
-    if pretrained is not None:
-        from sknet.models.pretrained import build_pretrained  # imports this module
-
-        model = build_pretrained(name, pretrained, num_classes, kwargs)
-        return FeatureExtractor(model, out_indices) if features_only else model
-    classes = entry.default_num_classes if num_classes is None else num_classes
-    model = entry.builder(num_classes=classes, **{**entry.config, **kwargs})
-    model.config = {"name": name, "num_classes": classes, "kwargs": dict(kwargs)}
-    if features_only:
-        return FeatureExtractor(model, out_indices)
-    return model
 
 
 def register_paper_row(label: str, model: str, paper: Paper, **kwargs: Any) -> None:

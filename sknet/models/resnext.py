@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sknet.layers import DEFAULT_BRANCHES, ConvBnAct, SKConv, SqueezeExcite, parse_branches
-from sknet.models.base import Backbone, init_weights
+from sknet.models.base import Backbone, conv_pool_stem, stage_level
 
 
 class Bottleneck(nn.Module):
@@ -117,11 +117,7 @@ class ResNeXt(Backbone):
         super().__init__()
         branch_specs = parse_branches(branches)
         if stem == "imagenet":
-            self.stem = nn.Sequential(
-                ConvBnAct(in_chans, stem_channels, 7, stride=2),
-                nn.MaxPool2d(3, stride=2, padding=1),
-            )
-            stem_level = {"channels": stem_channels, "reduction": 2, "name": "stem.0"}
+            self.stem, stem_level = conv_pool_stem(in_chans, stem_channels, 7)
             stem_reduction = 4
         elif stem == "cifar":
             self.stem = ConvBnAct(in_chans, stem_channels, 3)
@@ -147,14 +143,6 @@ class ResNeXt(Backbone):
                 )
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))
-            self.feature_info.append(
-                {
-                    "channels": out_channels,
-                    "reduction": stem_reduction * 2**index,
-                    "name": f"stages.{index}",
-                }
-            )
+            self.feature_info.append(stage_level(index, out_channels, stem_reduction * 2**index))
         self.stages = nn.ModuleList(stages)
-        self.num_features = in_channels
-        self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
-        init_weights(self)
+        self._finish(in_channels, num_classes)

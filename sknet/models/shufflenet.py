@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sknet.layers import ConvBnAct, SKConv, SqueezeExcite
-from sknet.models.base import Backbone, init_weights
+from sknet.layers import ConvBnAct, SKConv, SqueezeExcite, parse_branches
+from sknet.models.base import Backbone, conv_pool_stem, stage_level
 
 DepthwiseBranch = tuple[int, int]
 """One depthwise branch: ``(kernel_size, dilation)``; its groups are always its channels."""
@@ -27,17 +27,10 @@ SK_DEPTHWISE: tuple[DepthwiseBranch, ...] = ((3, 1), (3, 2))
 
 def parse_depthwise_branches(branches: Sequence[Sequence[int]]) -> tuple[DepthwiseBranch, ...]:
     """Validate ``[(kernel, dilation), ...]`` for depthwise branches and return it as tuples."""
-    parsed = []
-    for branch in branches:
-        if len(branch) != 2 or not all(isinstance(v, int) and v >= 1 for v in branch):
-            raise ValueError(
-                f"ShuffleNetV2 branch {tuple(branch)!r} must be two positive ints "
-                "(kernel, dilation); the groups of a depthwise branch are its channels"
-            )
-        parsed.append((branch[0], branch[1]))
-    if not parsed:
-        raise ValueError("ShuffleNetV2 needs at least one depthwise branch (kernel, dilation)")
-    return tuple(parsed)
+    return parse_branches(
+        branches, ("kernel", "dilation"), "ShuffleNetV2",
+        "; the groups of a depthwise branch are its channels",
+    )
 
 
 def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
@@ -161,12 +154,9 @@ class ShuffleNetV2(Backbone):
             raise ValueError(
                 f"ShuffleNetV2: {len(channels)} stage widths for {len(depths)} stage depths"
             )
-        self.stem = nn.Sequential(
-            ConvBnAct(in_chans, stem_channels, 3, stride=2),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )
+        self.stem, stem_level = conv_pool_stem(in_chans, stem_channels, 3)
         stages = []
-        self.feature_info = [{"channels": stem_channels, "reduction": 2, "name": "stem.0"}]
+        self.feature_info = [stem_level]
         in_channels = stem_channels
         for index, (out_channels, depth) in enumerate(zip(channels, depths, strict=True)):
             units = []
@@ -179,14 +169,10 @@ class ShuffleNetV2(Backbone):
                 )
                 in_channels = out_channels
             stages.append(nn.Sequential(*units))
-            self.feature_info.append(
-                {"channels": out_channels, "reduction": 8 * 2**index, "name": f"stages.{index}"}
-            )
+            self.feature_info.append(stage_level(index, out_channels, 8 * 2**index))
         self.stages = nn.ModuleList(stages)
         self.conv5 = ConvBnAct(in_channels, head_channels, 1)
-        self.num_features = head_channels
-        self.fc = nn.Linear(head_channels, num_classes) if num_classes > 0 else nn.Identity()
-        init_weights(self)
+        self._finish(head_channels, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Stem, stages and conv5: the unpooled feature map [N, head_channels, H/32, W/32]."""

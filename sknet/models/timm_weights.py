@@ -1,5 +1,8 @@
 """timm's weights in our models, and ours in timm's: the name map between the two layouts.
 
+A pure translation of state dicts and of timm's configs; :func:`sknet.models.factory.from_timm`
+builds the model and loads what this module translates.
+
 timm's ResNet family and our :class:`~sknet.models.ResNeXt` compute the same network for the
 architectures in :data:`TIMM_ARCHITECTURES` (the tests check it output for output): the same
 layers in the same order, the stride in the middle convolution, "same" padding, the stem's
@@ -25,7 +28,6 @@ nor are its ``skresnet*`` (split input, no groups) or ``*d`` models (deep stem, 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -34,13 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from sknet.layers import SKConv
-from sknet.models.pretrained import CONFIG_NAME, make_record, unwrap
-from sknet.models.registry import create_model
 from sknet.models.resnext import ResNeXt
+from sknet.models.weights_io import (
+    CONFIG_NAME,
+    Mismatch,
+    read_json,
+    read_torch_file,
+    read_weights,
+    unwrap,
+)
 
 TIMM_ARCHITECTURES: dict[str, str] = {
     "skresnext50_32x4d": "sknet50",
@@ -99,12 +106,11 @@ StateDict = dict[str, torch.Tensor]
 
 
 class WeightsMismatch(ValueError):
-    """Weights that do not fit a model; ``fitted`` counts the keys that fitted before the first
-    offending one (to tell which of several models comes closest)."""
+    """timm weights that do not fit one of our models; ``mismatch`` says how."""
 
-    def __init__(self, message: str, fitted: int) -> None:
+    def __init__(self, message: str, mismatch: Mismatch) -> None:
         super().__init__(message)
-        self.fitted = fitted
+        self.mismatch = mismatch
 
 
 def _rename(key: str, rules: Sequence[tuple[str, str]]) -> str | None:
@@ -155,90 +161,6 @@ def to_timm(model: nn.Module) -> StateDict:
     return {names[key]: value for key, value in unwrap(model).state_dict().items()}
 
 
-def from_timm(
-    source: nn.Module | Mapping[str, Any] | str | os.PathLike,
-    name: str | None = None,
-    *,
-    num_classes: int | None = None,
-    class_names: Sequence[str] | None = None,
-    preprocessing: Mapping[str, Any] | None = None,
-    **kwargs: Any,
-) -> nn.Module:
-    """Our model holding timm's weights.
-
-    Args:
-        source: a timm model, its state dict, or a file: ``.safetensors``, or ``.pth``/``.pt``/
-            ``.bin`` read with ``torch.load(weights_only=True)``, or a folder with one of
-            :data:`TIMM_WEIGHT_NAMES` and timm's ``config.json`` (a Hugging Face hub download).
-            A state dict nested under ``"state_dict"`` or ``"model"`` and keys prefixed with
-            ``module.`` are accepted.
-        name: our model to build (default: the counterpart of the timm architecture that the
-            model or ``config.json`` names, else the one whose keys and shapes the weights fit).
-        num_classes: must equal the classifier's outputs in the weights, if given.
-        class_names: one per class (default: timm's ``label_names`` if recorded, else for 1000
-            classes ImageNet-1k's WordNet ids as timm lists them, when timm is installed).
-        preprocessing: overrides of the recorded preprocessing (default: timm's pretrained config
-            when known, else :data:`IMAGENET_PREPROCESSING`).
-        **kwargs: overrides of our model's config (e.g. ``branches`` for a timm SK model built
-            with other kernels).
-
-    Returns:
-        The model (train mode, like :func:`~sknet.create_model`); ``model.pretrained_config``
-        holds the class names and preprocessing, so ``model.save_pretrained(folder)`` writes a
-        folder that rebuilds it.
-
-    Raises:
-        ValueError: the weights do not fit (the message names the first offending key), or a
-            timm model's layer geometry (stride, padding, dilation, groups) differs from ours.
-        FileNotFoundError: no weights at ``source``.
-    """
-    timm_model = source if isinstance(source, nn.Module) else None
-    if timm_model is not None:
-        label = f"timm model {type(timm_model).__name__}"
-        state, config = dict(timm_model.state_dict()), _module_config(timm_model)
-    elif isinstance(source, Mapping):
-        label, config = "timm state dict", {}
-        state = _plain_state(source, label)
-    else:
-        label = str(source)
-        state, config = read_timm(source)
-    if any(key.startswith(("stem.", "stages.")) for key in state):
-        raise ValueError(
-            f"{label}: these are sknet's own key names (stem.*, stages.*), not timm's, and no "
-            "sknet config.json is beside them; released weights need it (sknet.save_pretrained), "
-            "a training last.pt is read by sknet eval or train --resume"
-        )
-    architecture = config.get("architecture")
-    if architecture is not None and architecture in TIMM_ARCHITECTURES:
-        label = f"{label} (timm's {architecture})"
-    head, stem = state.get("fc.weight"), state.get("conv1.weight")
-    classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
-    if num_classes is not None and num_classes != classes:
-        raise ValueError(
-            f"{label} holds a {classes}-class classifier, not {num_classes}; load it with its own "
-            f"class count and call model.reset_classifier({num_classes}) to fine-tune"
-        )
-    if stem is not None and stem.ndim == 4 and stem.shape[1] != 3 and "in_chans" not in kwargs:
-        kwargs["in_chans"] = int(stem.shape[1])
-    name = _our_name(name, architecture, state, classes, kwargs, label)
-    model = create_model(name, num_classes=classes, **kwargs)
-    names = timm_names(model)
-    try:
-        converted = _to_ours(state, names, model.state_dict(), name)
-    except WeightsMismatch as error:
-        raise ValueError(f"{label}: {error}") from None
-    model.load_state_dict(converted)
-    if timm_model is not None:
-        _check_geometry(timm_model, model, names, label)
-    model.pretrained_config = make_record(
-        model,
-        class_names=_class_names(class_names, config, classes),
-        preprocessing={**_timm_preprocessing(config), **dict(preprocessing or {})},
-        timm_architecture=architecture,
-    )
-    return model
-
-
 def is_timm_source(path: str | os.PathLike) -> bool:
     """Whether ``path`` is to be read as timm weights rather than our format.
 
@@ -252,14 +174,14 @@ def is_timm_source(path: str | os.PathLike) -> bool:
     if path.is_dir():
         config = path / CONFIG_NAME
         if config.exists():
-            return "architecture" in _read_json(config)
+            return "architecture" in read_json(config)
         return any((path / weights).exists() for weights in TIMM_WEIGHT_NAMES)
     if path.suffix == ".safetensors":
         if path.with_suffix(".json").exists():
             return False
         config = path.parent / CONFIG_NAME
         if config.exists():
-            return "architecture" in _read_json(config)
+            return "architecture" in read_json(config)
         return path.exists()
     return path.suffix in (".pth", ".pt", ".bin") or path.is_file()
 
@@ -280,31 +202,18 @@ def read_timm(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            loaded: Any = load_file(str(path))
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # each format raises its own error types for damaged files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-        raise ValueError(
-            f"{path}: not a readable weights file (safetensors, or a torch.save file of tensors "
-            f"only): {first_line}"
-        ) from None
+    if path.suffix == ".safetensors":
+        loaded: Any = read_weights(path)
+    else:
+        loaded = read_torch_file(
+            path, "weights file (safetensors, or a torch.save file of tensors only)"
+        )
     config_path = folder / CONFIG_NAME
-    config = _read_json(config_path) if config_path.exists() else {}
-    return _plain_state(loaded, str(path)), config if "architecture" in config else {}
+    config = read_json(config_path) if config_path.exists() else {}
+    return plain_state(loaded, str(path)), config if "architecture" in config else {}
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a readable JSON config ({error})") from None
-    return config if isinstance(config, dict) else {}
-
-
-def _plain_state(loaded: Any, label: str) -> StateDict:
+def plain_state(loaded: Any, label: str) -> StateDict:
     """A flat name -> tensor dict: unnested from a checkpoint, without wrapper prefixes."""
     for key in WRAPPER_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
@@ -324,88 +233,35 @@ def _plain_state(loaded: Any, label: str) -> StateDict:
     return state
 
 
-def _module_config(timm_model: nn.Module) -> dict[str, Any]:
+def module_config(timm_model: nn.Module) -> dict[str, Any]:
     """A timm model's pretrained config, shaped like the ``config.json`` of a timm folder."""
     pretrained_cfg = dict(getattr(timm_model, "pretrained_cfg", None) or {})
     return {"architecture": pretrained_cfg.get("architecture"), "pretrained_cfg": pretrained_cfg}
 
 
-def _our_name(
-    name: str | None,
-    architecture: str | None,
-    state: StateDict,
-    classes: int,
-    kwargs: dict[str, Any],
-    label: str,
-) -> str:
-    """The model to build: the one asked for, the architecture's counterpart, or the fitting one."""
-    counterpart = TIMM_ARCHITECTURES.get(architecture or "")
-    if name is not None:
-        if counterpart is not None and counterpart != name:
-            raise ValueError(
-                f"{label} holds the weights of our {counterpart!r}, not {name!r}; build "
-                f"{counterpart!r} (or leave the name out)"
-            )
-        return name
-    if counterpart is not None:
-        return counterpart
-    failures = {}
-    for candidate in dict.fromkeys(TIMM_ARCHITECTURES.values()):
-        with torch.device("meta"):
-            model = create_model(candidate, num_classes=classes, **kwargs)
-        try:
-            _to_ours(state, timm_names(model), model.state_dict(), candidate)
-        except WeightsMismatch as error:
-            failures[candidate] = error
-            continue
-        return candidate
-    # The candidate with the most matching keys has the most telling first mismatch.
-    closest = max(failures, key=lambda candidate: failures[candidate].fitted)
-    raise ValueError(
-        f"{label}: these weights fit none of our models with a timm counterpart; the closest: "
-        f"{failures[closest]}; pass name=... if they are of another of our models"
-    )
-
-
-def _to_ours(
-    state: Mapping[str, torch.Tensor],
-    names: Mapping[str, str],
-    own: Mapping[str, torch.Tensor],
+def to_ours(
+    state: Mapping[str, torch.Tensor], names: Mapping[str, str], own: Mapping[str, torch.Tensor],
     name: str,
 ) -> StateDict:
     """``state`` (timm's names) under our names; missing ``num_batches_tracked`` are kept ours.
+
+    Args:
+        state: timm's state dict.
+        names: our key -> timm's (:func:`timm_names`).
+        own: our model's state dict (its shapes, and the batch counters timm may lack).
+        name: our model's name, for the message.
 
     Raises:
         WeightsMismatch: naming the first key (in ``state``'s order, batch counters last) that
             does not fit.
     """
+    mismatch = Mismatch.of(state, own, names, counters_optional=True)
+    if mismatch is not None:
+        message = f"{mismatch.first_offence(name, 'timm key')}; {_hint(name)}"
+        raise WeightsMismatch(message, mismatch)
     ours_of = {theirs: ours for ours, theirs in names.items()}
-    converted: StateDict = {}
-    # Batch counters last: a parameter or statistic is the more telling first offender.
-    ordered = sorted(state, key=lambda key: key.endswith("num_batches_tracked"))
-    for key in ordered:
-        value = state[key]
-        target = ours_of.get(key)
-        if target is None:
-            raise WeightsMismatch(
-                f"timm key {key!r} has no counterpart in our {name!r}; "
-                f"{_hint(name)}", len(converted),
-            )
-        if value.shape != own[target].shape:
-            raise WeightsMismatch(
-                f"timm key {key!r} has shape {list(value.shape)}, our {name!r} needs "
-                f"{list(own[target].shape)} ({target}); {_hint(name)}", len(converted),
-            )
-        converted[target] = value
-    for key, value in own.items():
-        if key not in converted:
-            if not key.endswith("num_batches_tracked"):
-                raise WeightsMismatch(
-                    f"no timm key {names[key]!r}, which our {name!r} needs ({key}); "
-                    f"{_hint(name)}", len(converted),
-                )
-            converted[key] = value
-    return converted
+    converted = {ours_of[key]: value for key, value in state.items()}
+    return {key: converted.get(key, value) for key, value in own.items()}
 
 
 def _hint(name: str) -> str:
@@ -415,7 +271,7 @@ def _hint(name: str) -> str:
     return _SUPPORTED
 
 
-def _check_geometry(
+def check_geometry(
     timm_model: nn.Module, model: nn.Module, names: Mapping[str, str], label: str
 ) -> None:
     """Fail unless every convolution matches its timm counterpart beyond its weight's shape.
@@ -441,7 +297,7 @@ def _check_geometry(
                 )
 
 
-def _timm_preprocessing(config: Mapping[str, Any]) -> dict[str, Any]:
+def timm_preprocessing(config: Mapping[str, Any]) -> dict[str, Any]:
     """Our preprocessing record from timm's pretrained config (crop_pct -> resize as timm)."""
     pretrained_cfg = config.get("pretrained_cfg", config)
     if "input_size" not in pretrained_cfg:
@@ -459,7 +315,7 @@ def _timm_preprocessing(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _class_names(
+def timm_class_names(
     given: Sequence[str] | None, config: Mapping[str, Any], classes: int
 ) -> list[str] | None:
     """The given names, else timm's recorded ``label_names``, else ImageNet-1k's for 1000."""

@@ -13,10 +13,9 @@ from typing import Any
 
 from sknet.models.registry import Derivation, Paper, register_model, register_paper_row
 from sknet.models.resnext import ResNeXt
+from sknet.models.zoo_imagenet import SK_2_32_16
 
 CIFAR_LAYOUT = {"depths": (3, 3, 3), "stem": "cifar", "stem_channels": 64, "base_out": 256}
-SK_2_32_16 = {"branches": ((3, 1, 32), (3, 2, 32)), "attention": True, "reduction": 16,
-              "min_dim": 32}
 
 HEAD_100 = "a 100-class fc adds 1,024 x 90 + 90 = 92,250 parameters"
 NO_BN_COUNT = (

@@ -1,0 +1,165 @@
+"""Figures 3a, 3b, 3c and 4 as PNG (matplotlib's object API on the Agg canvas: no pyplot, no
+global backend change)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sknet.analysis.report import difference_label, large_label
+from sknet.analysis.stimulus import enlarge, scale_label
+from sknet.atomic import atomic_path
+
+
+def _save(figure, path: Path) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+
+
+def _display(image: torch.Tensor, preprocessing: Mapping[str, Any]):
+    """A normalised ``[C, H, W]`` input as an array for ``imshow`` (pixels back in [0, 1])."""
+    mean = torch.tensor(preprocessing.get("mean", [0.0]), dtype=torch.float32)[:, None, None]
+    std = torch.tensor(preprocessing.get("std", [1.0]), dtype=torch.float32)[:, None, None]
+    pixels = (image.float().cpu() * std + mean).clamp(0, 1)
+    return pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+
+
+def _channel_panel(axes, report: dict[str, Any], groups, stds=None) -> None:
+    """Figure 3 (left): large-kernel attention per group of channels, one line per scale."""
+    unit = report["units"][report["unit"]]
+    group = report["channel_group"]
+    for position, scale in enumerate(report["scales"]):
+        values = groups[position][unit["large"]]
+        x = [index * group for index in range(len(values))]
+        axes.plot(x, values, marker="o", markersize=3, color=f"C{position}",
+                  label=scale_label(scale))
+        if stds is not None:
+            spread = stds[position][unit["large"]]
+            axes.fill_between(
+                x, [v - s for v, s in zip(values, spread, strict=True)],
+                [v + s for v, s in zip(values, spread, strict=True)],
+                color=f"C{position}", alpha=0.15, linewidth=0,
+            )
+    axes.set_xlabel(f"channel index (averages of {group} successive channels)")
+    axes.set_ylabel("attention")
+    axes.set_title(f"attention for {large_label(report)} in {report['unit']}")
+    axes.legend(title="object size")
+    axes.grid(alpha=0.3)
+
+
+def _unit_panel(axes, report: dict[str, Any], values, stds=None) -> None:
+    """Figure 3 (right): mean attention difference per SK unit, one line per scale."""
+    names = report["stage_units"]
+    x = list(range(len(names)))
+    for position, scale in enumerate(report["scales"]):
+        y = [values[name][position] for name in names]
+        axes.plot(x, y, marker="o", color=f"C{position}", label=scale_label(scale))
+        if stds is not None:
+            spread = [stds[name][position] for name in names]
+            axes.fill_between(
+                x, [v - s for v, s in zip(y, spread, strict=True)],
+                [v + s for v, s in zip(y, spread, strict=True)],
+                color=f"C{position}", alpha=0.15, linewidth=0,
+            )
+    axes.axhline(0, color="0.5", linewidth=0.8)
+    axes.set_xticks(x, names)
+    axes.set_xlabel("SK unit (last of each stage)")
+    axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
+    axes.set_title("large minus small kernel, per unit")
+    axes.legend(title="object size")
+    axes.grid(alpha=0.3)
+
+
+def figure_sample(report: dict[str, Any], sample: dict[str, Any], images, preprocessing):
+    """Figure 3a or 3b: one image at every scale, its channel attention, its unit differences."""
+    from matplotlib.figure import Figure
+
+    scales = report["scales"]
+    figure = Figure(figsize=(13, 5.5), layout="constrained")
+    grid = figure.add_gridspec(2, 2, width_ratios=[1.2, 1], height_ratios=[1, 1.1])
+    row = grid[0, 0].subgridspec(1, len(scales))
+    for position, scale in enumerate(scales):
+        axes = figure.add_subplot(row[0, position])
+        picture = _display(images[position], preprocessing)
+        small = max(picture.shape[:2]) <= 64
+        axes.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1,
+                    interpolation="nearest" if small else "antialiased")
+        axes.set_title(f"{scale_label(scale)} (crop {report['crops'][position]} px)")
+        axes.set_axis_off()
+    _channel_panel(figure.add_subplot(grid[1, 0]), report, sample["channel_groups"])
+    differences = {name: sample["diff"][name] for name in report["units"]}
+    _unit_panel(figure.add_subplot(grid[:, 1]), report, differences)
+    figure.suptitle(
+        f"Figure {sample['figure']}: validation image {sample['index']} "
+        f"(class {sample['class_name']}), {report['model']} on {report['data']}"
+    )
+    return figure
+
+
+def figure_average(report: dict[str, Any]):
+    """Figure 3c: Figure 3's panels averaged over every image, with ±1 std bands."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(13, 4.8), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    channels = report["channels"]
+    _channel_panel(left, report, channels["group_mean"], channels["group_std"])
+    means: dict[str, list[float]] = {}
+    stds: dict[str, list[float]] = {}
+    for row in report["summary"]:
+        means.setdefault(row["unit"], []).append(row["diff_mean"])
+        stds.setdefault(row["unit"], []).append(row["diff_std"])
+    _unit_panel(right, report, means, stds)
+    figure.suptitle(
+        f"Figure 3c: average over {report['images']} validation images (bands: ±1 std), "
+        f"{report['model']} on {report['data']}"
+    )
+    return figure
+
+
+def figure_classes(report: dict[str, Any]):
+    """Figure 4: per class, the mean difference on the chosen units at the first two scales."""
+    from matplotlib.figure import Figure
+
+    classes = report["classes"]
+    names = classes["names"]
+    units = report["class_units"]
+    figure = Figure(figsize=(5.2 * len(units), 4.6), layout="constrained")
+    panels = figure.subplots(1, len(units), squeeze=False)[0]
+    few = len(names) <= 20
+    x = list(range(len(names)))
+    for axes, name in zip(panels, units, strict=True):
+        values = classes["units"][name]["mean"]
+        for position, scale in enumerate(report["class_scales"]):
+            y = [math.nan if value is None else value for value in values[position]]
+            axes.plot(x, y, color=f"C{position}", label=scale_label(scale),
+                      marker="o" if few else None, linewidth=1.2 if few else 0.6)
+        if few:
+            axes.set_xticks(x, names)
+        axes.set_xlabel("class" if few else "class index")
+        axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
+        axes.set_title(f"{name}, per class")
+        axes.legend(title="object size")
+        axes.grid(alpha=0.3)
+    figure.suptitle(
+        f"Figure 4: mean attention difference per class ({report['images']} images), "
+        f"{report['model']} on {report['data']}"
+    )
+    return figure
+
+
+def write_figures(
+    report: dict[str, Any], sample_images: torch.Tensor, preprocessing: Mapping[str, Any],
+    out: Path,
+) -> None:
+    for sample, image in zip(report["samples"], sample_images, strict=True):
+        stimuli = [enlarge(image, scale) for scale in report["scales"]]
+        figure = figure_sample(report, sample, stimuli, preprocessing)
+        _save(figure, out / f"fig{sample['figure']}.png")
+    _save(figure_average(report), out / "fig3c.png")
+    _save(figure_classes(report), out / "fig4.png")
+

@@ -1,0 +1,89 @@
+"""Datasets for training and evaluation: one ``--data`` spec in, train and validation sets out.
+
+Specs (:func:`open_data`), one module each:
+
+* ``digits``: scikit-learn's ``load_digits`` (1,797 real 8x8 grey images, shipped with
+  scikit-learn), a fixed stratified 80/20 train/val split, upsampled to the recipe's input size.
+* ``PATH``: an ImageNet-layout folder, ``PATH/train/CLASS/*.jpg`` and ``PATH/val/CLASS/*.jpg``.
+* ``cifar10:PATH`` / ``cifar100:PATH``: CIFAR in torchvision's format under ``PATH``.
+* ``synthetic`` / ``synthetic:N``: ``N`` (default 12,800) generated ImageNet-size training images
+  of 1,000 classes (and N/10 validation images), for speed and memory measurements with the
+  ImageNet recipe when no dataset is at hand (see :class:`SyntheticSource`).
+
+Nothing is ever downloaded. Augmentation follows the paper (Section 4.1): random-size crop and
+horizontal flip for ImageNet, evaluation by a centre crop; pad-4 crop and flip for CIFAR (the
+ResNeXt CIFAR recipe); a shift of up to one original pixel for digits (a mirrored digit is another
+symbol, so no flip). Every source follows :class:`~sknet.data.source.Source`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sknet.data.cifar import CIFAR_FOLDERS, CIFAR_MEAN, CIFAR_STD, CifarSource
+from sknet.data.digits import DigitsSource
+from sknet.data.folders import (
+    CROP_FRACTION,
+    IMAGE_EXTENSIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FolderSource,
+    eval_transform,
+    preprocessing_at,
+    read_image,
+)
+from sknet.data.source import EpochBatches, SampleKey, Skipped, Source, collate, sample_seed
+from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
+
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "CROP_FRACTION",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "CifarSource",
+    "DigitsSource",
+    "EpochBatches",
+    "FolderSource",
+    "SampleKey",
+    "Skipped",
+    "Source",
+    "SyntheticSource",
+    "collate",
+    "eval_transform",
+    "open_data",
+    "preprocessing_at",
+    "read_image",
+    "sample_seed",
+]
+
+
+def open_data(spec: str, *, strict: bool = False, for_training: bool = True) -> Source:
+    """Open the dataset named by a ``--data`` spec (see the module docstring); never downloads.
+
+    ``for_training=False`` (evaluation) needs only an image folder's ``val/``: ``train/`` is
+    not scanned, and gives the label order only if it is there.
+
+    Raises:
+        FileNotFoundError: the data is not where the spec says, with the path expected and how to
+            get it.
+        ValueError: an unusable dataset (no classes, an empty class folder, bad files with
+            ``strict``).
+    """
+    if spec == "digits":
+        return DigitsSource()
+    name, separator, path = spec.partition(":")
+    if name == "synthetic":
+        count = path or str(SYNTHETIC_IMAGES)
+        if not count.isdigit() or int(count) < 2:
+            raise ValueError(
+                f"--data {spec}: give the number of training images, e.g. synthetic:12800"
+            )
+        return SyntheticSource(int(count))
+    if separator and name in CIFAR_FOLDERS:
+        if not path:
+            raise ValueError(f"--data {spec}: give the CIFAR root, e.g. {name}:data/cifar")
+        return CifarSource(name, Path(path).expanduser())
+    return FolderSource(Path(spec).expanduser(), strict=strict, for_training=for_training)
+

@@ -1,0 +1,210 @@
+"""What every dataset shares: the :class:`Source` interface, seeded per-sample augmentation,
+unreadable files carried through the loader, and the resumable batch order of training.
+
+Training samples are addressed by ``(index, seed)`` pairs that :class:`EpochBatches` derives from
+``(run seed, epoch, index)``: each sample's augmentation depends on nothing else, so a run resumed
+mid-epoch, with any number of loader workers or processes, sees exactly the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A sample whose file could not be read; carried through the loader to be counted."""
+
+    path: str
+    reason: str
+
+
+SampleKey = tuple[int, int]
+"""A training sample's address: ``(index, augmentation seed)``."""
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``."""
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
+
+
+class Source:
+    """A dataset named by a ``--data`` spec: its classes, and train/val sets at a given size.
+
+    Attributes:
+        spec: the spec it was opened from.
+        kind: recipe family: ``"digits"``, ``"imagenet"`` (folders) or ``"cifar"``.
+        class_names: one name per class, in label order.
+        channels: image channels (1 for digits, 3 otherwise).
+        skipped: files left out up front (not images, empty), as :class:`Skipped`.
+        loader_workers: whether data-loader processes speed it up (``False`` for images
+            already in memory as tensors, which the main process serves faster).
+    """
+
+    spec: str
+    kind: str
+    class_names: list[str]
+    channels: int = 3
+    skipped: tuple[Skipped, ...] = ()
+    loader_workers: bool = True
+
+    def train_set(self, input_size: int, min_scale: float) -> Dataset:
+        """Augmented training images, indexed by :data:`SampleKey`."""
+        raise NotImplementedError
+
+    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+        """Validation images prepared for evaluation at ``size`` (items may be :class:`Skipped`).
+
+        ``preprocessing``: the evaluated weights' recorded preprocessing (e.g. imported timm
+        weights: bicubic, mean/std), followed where the dataset holds image files; its resize
+        ratio is kept at other sizes (:func:`preprocessing_at`). Default: the dataset's own.
+        In-memory datasets (digits, CIFAR, synthetic) always use their own.
+        """
+        raise NotImplementedError
+
+    def preprocessing(self, size: int) -> dict[str, Any]:
+        """What a user must do to an image before the network sees it (saved with the weights)."""
+        raise NotImplementedError
+
+
+class Seeded(Dataset):
+    """``transform(base[index])`` under a torch RNG seeded with the key's seed.
+
+    An unreadable file is replaced by the next readable sample (so that every batch keeps its size
+    on every process) and reported with the item.
+    """
+
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int, tuple[Skipped, ...]]:
+        index, seed = key
+        skipped: list[Skipped] = []
+        for offset in range(len(self)):
+            item = self.base[(index + offset) % len(self)]
+            if not isinstance(item, Skipped):
+                break
+            skipped.append(item)
+        else:
+            raise ValueError("no training image can be read; see the skipped files above")
+        image, target = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), target, tuple(skipped)
+
+
+class Transformed(Dataset):
+    """``transform(base[index])``; :class:`Skipped` items pass through to be counted."""
+
+    def __init__(self, base: Dataset, transform: Callable) -> None:
+        self.base = base
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | Skipped:
+        item = self.base[index]
+        if isinstance(item, Skipped):
+            return item
+        image, target = item
+        return self.transform(image), target
+
+
+def collate(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
+    """Stack a batch into ``(images, targets, skipped)``, dropping and listing unreadable files."""
+    skipped: list[Skipped] = []
+    images, targets = [], []
+    for item in batch:
+        if isinstance(item, Skipped):
+            skipped.append(item)
+            continue
+        if len(item) == 3:
+            skipped.extend(item[2])
+        images.append(item[0])
+        targets.append(item[1])
+    if not images:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    return torch.stack(images), torch.as_tensor(targets, dtype=torch.long), skipped
+
+
+class EpochBatches(Sampler[list[SampleKey]]):
+    """Training batches: a seeded shuffle per epoch, split across processes, resumable mid-epoch.
+
+    Global batch ``b`` of an epoch is ``order[b*G:(b+1)*G]`` of a permutation seeded by
+    ``(seed, epoch)``; process ``rank`` takes its ``G / world_size`` consecutive share, so one
+    process and N processes see the same global batches. The last incomplete global batch is
+    dropped (SK's fuse BatchNorm needs at least two samples).
+
+    Args:
+        size: number of training samples.
+        batch_size: global batch size G (divisible by ``world_size``).
+        seed: run seed.
+        rank: this process's rank.
+        world_size: number of processes.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(
+                f"batch size {batch_size} is not divisible by the {world_size} processes"
+            )
+        if size < batch_size:
+            raise ValueError(
+                f"the training set has {size} images, fewer than one batch of {batch_size}; "
+                "lower --batch-size"
+            )
+        self.size = size
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.size // self.batch_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Serve ``epoch``, beginning at its batch ``start`` (when resuming mid-epoch)."""
+        self.epoch = epoch
+        self.start = start
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch - self.start
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        share = self.batch_size // self.world_size
+        for step in range(self.start, self.steps_per_epoch):
+            first = step * self.batch_size + self.rank * share
+            yield [
+                (index, sample_seed(self.seed, self.epoch, index))
+                for index in order[first : first + share]
+            ]
+
+
+class Tensors(Dataset):
+    """Images and targets held in two tensors."""
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        self.images = images
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.targets[index])
+

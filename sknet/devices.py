@@ -1,0 +1,76 @@
+"""Devices and processes: where a run computes, and its place among torchrun's processes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def pick_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA if present), ``cpu``, ``cuda`` (this process's local GPU) or ``cuda:N``."""
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
+    chosen = torch.device(device if ":" in device else f"cuda:{local_rank}")
+    torch.cuda.set_device(chosen)
+    return chosen
+
+
+def single_process(device: str) -> Processes:
+    """One process on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``): evaluation's."""
+    return Processes(0, 1, 0, pick_device(device))
+
+
+def setup_processes(device: str) -> Processes:
+    """Join torchrun's process group when launched by it (``WORLD_SIZE`` > 1); pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    chosen = pick_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return Processes(rank, world_size, local_rank, chosen)
+
+
+def teardown_processes(processes: Processes) -> None:
+    """Leave the process group that :func:`setup_processes` joined, if any."""
+    if processes.world_size > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(values: list[float], processes: Processes) -> list[float]:
+    """``values`` summed over every process (float64), on this process's device."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=processes.device)
+    if processes.world_size > 1:
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def default_workers(parallel: bool) -> int:
+    """Data-loader processes: none where they do not help (``parallel`` false: tensors in
+    memory), else up to 8 per training process, leaving a core to each."""
+    if not parallel:
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 1) // local - 1))

@@ -1,0 +1,17 @@
+"""Weight initialisation of the paper's networks (Section 4.1: He et al.'s)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def init_weights(model: nn.Module) -> None:
+    """He initialisation (Section 4.1): Kaiming-normal convs (fan-out), BN to identity."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,130 @@
+"""The resume state of a run, ``last.pt``: what it holds, how it is written, how it is restored.
+
+``last.pt`` is a plain dict (``torch.load(path, weights_only=True)``): the model's state dict
+under ``"model"``, the optimizer and gradient scaler, the learning-rate schedule, the position in
+the run (:class:`Progress`), every process's RNG states and the settings. It is written
+atomically, so a run killed at any moment keeps its last good checkpoint; format name and
+version are checked by :func:`sknet.trained.read_checkpoint`, which reads it back.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sknet.atomic import atomic_path
+from sknet.trained import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from sknet.training.config import TrainConfig, lr_at, schedule
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the next batch, the epoch's sums so far, and what came before.
+
+    Attributes:
+        epoch: the epoch in progress (0-based).
+        step: its next batch.
+        epoch_sums: this epoch's loss x images (summed over processes on rank 0), images and
+            seconds so far.
+        history: one metrics row per finished epoch.
+        best: the row of the best epoch so far.
+        skipped: unreadable files met so far.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    epoch_sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    skipped: set[str] = field(default_factory=set)
+
+    @classmethod
+    def restored(cls, state: Mapping[str, Any], main: bool) -> Progress:
+        """The progress saved in a checkpoint, as this process (``main``: rank 0) continues it."""
+        sums = [float(value) for value in state["epoch_sums"]]
+        if not main:
+            sums[0] = 0.0  # rank 0 carries the sum over every process
+        return cls(
+            int(state["epoch"]), int(state["step"]), sums, list(state["history"]), state["best"],
+            set(state["skipped"]),
+        )
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch, CUDA, numpy and python RNG states, as plain tensors and lists."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` recorded."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _schedule_record(config: TrainConfig, epoch: int) -> dict[str, Any]:
+    return {"milestones": schedule(config), "gamma": config.lr_gamma, "lr": lr_at(epoch, config)}
+
+
+def save_checkpoint(
+    path: Path,
+    config: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+    rng: list[dict[str, Any]],
+) -> None:
+    """Write ``last.pt`` atomically; ``rng`` holds every process's :func:`rng_state`."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": asdict(config),
+        "model_config": model.config,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": _schedule_record(config, progress.epoch),
+        "scaler": scaler.state_dict(),
+        "epoch": progress.epoch,
+        "step": progress.step,
+        "epoch_sums": progress.epoch_sums,
+        "history": progress.history,
+        "best": progress.best,
+        "skipped": sorted(progress.skipped),
+        "rng": rng,
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def schedule_change(state: Mapping[str, Any], config: TrainConfig) -> str | None:
+    """How ``config`` changes the checkpoint's learning-rate schedule, or ``None``.
+
+    A resumed run repeats the uninterrupted one only under the schedule it was saved with; a
+    changed ``--epochs``, ``--lr``, ``--lr-milestones`` or ``--lr-gamma`` makes another run
+    (sometimes wanted: to extend a run, or to provoke a failure), which the log says.
+    """
+    saved = dict(state["scheduler"])
+    now = _schedule_record(config, int(state["epoch"]))
+    if saved == now:
+        return None
+    return ", ".join(
+        f"{key} {saved.get(key)} -> {now[key]}" for key in now if saved.get(key) != now[key]
+    )

@@ -1,0 +1,262 @@
+"""The settings of a training run: one dataclass that is the flags of ``sknet train``, the keys
+of its YAML ``--config`` files and the fields that take the recipe's defaults.
+
+A field's metadata (:class:`Option`) is its command-line help and parser, so a new setting is
+one field here: the CLI (:mod:`sknet.cli`), the YAML keys and the resolution follow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sknet.training.recipe import Recipe, milestone_epochs, recipe_for, step_lr
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a setting appears on the command line.
+
+    Attributes:
+        help: the flag's help text.
+        parse: turns the flag's text into the value (``None``: an on/off switch, no value).
+        metavar: the value's name in the help.
+        choices: the accepted values, if a fixed few.
+    """
+
+    help: str = ""
+    parse: Callable[[str], Any] | None = str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def _flag(help: str = "", **option: Any) -> dict[str, Option]:
+    """A :class:`TrainConfig` field's metadata: its command-line :class:`Option`
+    (``parse=None`` for an on/off switch)."""
+    return {"option": Option(help, **option)}
+
+
+def parse_mapping(text: str) -> dict:
+    """A YAML mapping such as ``'{attention: false}'``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping like '{{attention: 0}}': {text!r}")
+    return value
+
+
+def parse_numbers(kind: type) -> Callable[[str], list]:
+    """A parser of numbers of type ``kind`` separated by commas or spaces: ``"0.3,0.6,0.9"``."""
+
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.replace(",", " ").split()]
+        except ValueError:
+            raise ValueError(
+                f"expected {kind.__name__}s separated by commas, got {text!r}"
+            ) from None
+
+    parse.__name__ = f"{kind.__name__}s"
+    return parse
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; ``None`` fields take the recipe's default.
+
+    Attributes:
+        data: ``--data`` spec (see :func:`sknet.data.open_data`).
+        model: registered model name (default per dataset: :data:`~sknet.training.recipe.
+            DEFAULT_MODELS`).
+        model_kwargs: overrides of the model's registered config (e.g. ``{"attention": False}``).
+        out: output directory.
+        epochs, batch_size, lr, momentum, weight_decay, label_smoothing, lr_milestones, lr_gamma,
+        input_size, eval_sizes, min_scale: the recipe (see :class:`~sknet.training.recipe.
+            Recipe`); ``batch_size`` is global (split over processes) and ``lr`` defaults to the
+            recipe's, scaled linearly.
+        seed: run seed (model init, shuffling, augmentation).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``.
+        amp: autocast mixed precision with ``amp_dtype`` (``bf16`` or ``fp16``, the latter with a
+            gradient scaler on CUDA).
+        channels_last: NHWC memory format for the model and inputs.
+        compile: ``torch.compile`` the training model.
+        workers: data-loader processes per training process (default: 0 for in-memory data,
+            else up to 8).
+        sync_bn: SyncBatchNorm across processes (CUDA only).
+        save_every: also write ``last.pt`` every this many steps within an epoch (0: only at
+            epoch ends).
+        strict: decode every image of a folder dataset up front and fail on any bad file.
+        tensorboard: also log to ``out/tensorboard`` (needs the ``tensorboard`` package).
+    """
+
+    data: str = field(default="digits", metadata=_flag(
+        "digits (default), ImageNet-layout folder, cifar10:PATH, cifar100:PATH, synthetic[:N] "
+        "(generated, for speed runs)"
+    ))
+    model: str | None = field(default=None, metadata=_flag(
+        "registered model (default: sknet_digits on digits, sknet50 on folders)"
+    ))
+    model_kwargs: dict[str, Any] = field(default_factory=dict, metadata=_flag(
+        "e.g. '{attention: false}'", parse=parse_mapping, metavar="YAML"
+    ))
+    out: str = field(default="runs/train", metadata=_flag("output folder (default runs/train)"))
+    epochs: int | None = field(default=None, metadata=_flag(parse=int))
+    batch_size: int | None = field(default=None, metadata=_flag(
+        "global batch size, split across processes", parse=int
+    ))
+    lr: float | None = field(default=None, metadata=_flag(
+        "default: the recipe's, scaled linearly with the batch", parse=float
+    ))
+    momentum: float | None = field(default=None, metadata=_flag(parse=float))
+    weight_decay: float | None = field(default=None, metadata=_flag(parse=float))
+    label_smoothing: float | None = field(default=None, metadata=_flag(parse=float))
+    lr_milestones: list[float] | None = field(default=None, metadata=_flag(
+        "fractions of the run after which lr is multiplied by lr-gamma",
+        parse=parse_numbers(float), metavar="F,F,..",
+    ))
+    lr_gamma: float | None = field(default=None, metadata=_flag(parse=float))
+    input_size: int | None = field(default=None, metadata=_flag("training crop size", parse=int))
+    eval_sizes: list[int] | None = field(default=None, metadata=_flag(
+        "centre-crop sizes the best weights are evaluated at",
+        parse=parse_numbers(int), metavar="N,N,..",
+    ))
+    min_scale: float | None = field(default=None, metadata=_flag(
+        "smallest area fraction of the random-size crop", parse=float
+    ))
+    seed: int = field(default=0, metadata=_flag(parse=int))
+    device: str = field(default="auto", metadata=_flag("auto (default), cpu, cuda, cuda:N"))
+    amp: bool = field(default=False, metadata=_flag("mixed precision (autocast)", parse=None))
+    amp_dtype: str = field(default="bf16", metadata=_flag(
+        "autocast dtype (default bf16)", choices=("bf16", "fp16")
+    ))
+    channels_last: bool = field(default=False, metadata=_flag("NHWC memory format", parse=None))
+    compile: bool = field(default=False, metadata=_flag("torch.compile the model", parse=None))
+    workers: int | None = field(default=None, metadata=_flag(
+        "data-loader processes per training process", parse=int
+    ))
+    sync_bn: bool = field(default=False, metadata=_flag(
+        "SyncBatchNorm across processes (CUDA)", parse=None
+    ))
+    save_every: int = field(default=1000, metadata=_flag(
+        "also checkpoint every STEPS steps (default 1000; 0: epoch ends)", parse=int,
+        metavar="STEPS",
+    ))
+    strict: bool = field(default=False, metadata=_flag(
+        "decode every image up front; fail on any bad file", parse=None
+    ))
+    tensorboard: bool = field(default=False, metadata=_flag("log to OUT/tensorboard", parse=None))
+
+
+SETTINGS = [f.name for f in fields(TrainConfig)]
+"""Every setting's name: the YAML keys (``-`` or ``_``), the flags (``--name-with-dashes``)."""
+
+RECIPE_SETTINGS = [
+    f.name for f in fields(Recipe) if f.name in SETTINGS and f.name not in ("lr", "eval_sizes")
+]
+"""Settings whose default is the recipe's value as it stands (``lr`` scales with the batch and
+``eval_sizes`` follows the input size: :func:`resolve`)."""
+
+
+def options() -> list[tuple[str, Option, Any]]:
+    """``(name, option, default)`` of every setting, in declaration order (the CLI's flags)."""
+    defaults = asdict(TrainConfig())
+    return [(f.name, f.metadata["option"], defaults[f.name]) for f in fields(TrainConfig)]
+
+
+def check_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` with ``-`` in keys read as ``_``; unknown settings fail, naming the known."""
+    cleaned = {str(key).replace("-", "_"): value for key, value in values.items()}
+    unknown = sorted(set(cleaned) - set(SETTINGS))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}"
+        )
+    return cleaned
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Settings from a YAML ``--config`` file (keys as in :class:`TrainConfig`, ``-`` or ``_``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"--config {path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if not isinstance(values, dict):
+        kind = type(values).__name__
+        raise ValueError(f"--config {path}: expected a mapping of settings, got a {kind}")
+    return check_keys(values, f"--config {path}")
+
+
+def layer(
+    overrides: Mapping[str, Any],
+    config_file: str | os.PathLike | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
+    resumed_out: str | None = None,
+) -> TrainConfig:
+    """Layer the settings: defaults < checkpoint (resume) < YAML file < explicit overrides."""
+    values = asdict(TrainConfig())
+    if checkpoint is not None:
+        values.update(checkpoint)
+        values["out"] = resumed_out
+    if config_file is not None:
+        values.update(load_config_file(config_file))
+    values.update(check_keys(overrides, "train"))
+    return TrainConfig(**values)
+
+
+def resolve(config: TrainConfig, kind: str, model: str) -> TrainConfig:
+    """Fill every unset recipe field from the dataset family's recipe, and validate."""
+    recipe = recipe_for(kind, model)
+    values = asdict(config)
+    values["model"] = model
+    for name in RECIPE_SETTINGS:
+        if values[name] is None:
+            values[name] = getattr(recipe, name)
+    if values["eval_sizes"] is None:
+        sizes = [values["input_size"] if s == recipe.input_size else s for s in recipe.eval_sizes]
+        values["eval_sizes"] = list(dict.fromkeys(sizes))
+    if values["lr"] is None:
+        values["lr"] = recipe.lr * values["batch_size"] / recipe.lr_batch
+    values["lr_milestones"] = [float(v) for v in values["lr_milestones"]]
+    values["eval_sizes"] = [int(v) for v in values["eval_sizes"]]
+    resolved = TrainConfig(**values)
+    problems = [
+        message
+        for bad, message in (
+            (resolved.epochs < 1, f"epochs must be >= 1, got {resolved.epochs}"),
+            (resolved.batch_size < 2, f"batch size must be >= 2, got {resolved.batch_size}"),
+            (not resolved.lr > 0, f"lr must be > 0, got {resolved.lr}"),
+            (not 0 <= resolved.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (
+                not all(0 < m <= 1 for m in resolved.lr_milestones),
+                "lr milestones are fractions of the run, in (0, 1]",
+            ),
+            (resolved.input_size < 8, f"input size must be >= 8, got {resolved.input_size}"),
+            (not 0 < resolved.min_scale <= 1, "min scale must be in (0, 1]"),
+            (resolved.amp_dtype not in ("bf16", "fp16"), "amp dtype must be bf16 or fp16"),
+            (resolved.save_every < 0, "save-every must be >= 0"),
+        )
+        if bad
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return resolved
+
+
+def schedule(config: TrainConfig) -> list[int]:
+    """The epochs (0-based) from which each lr division applies in a resolved config."""
+    return milestone_epochs(config.epochs, config.lr_milestones)
+
+
+def lr_at(epoch: int, config: TrainConfig) -> float:
+    """The learning rate of ``epoch`` (0-based) under a resolved config's step schedule."""
+    return step_lr(epoch, config.lr, schedule(config), config.lr_gamma)

@@ -1,0 +1,465 @@
+"""The training loop: :func:`train` builds a :class:`Trainer` from the settings and runs it.
+
+One process or many under ``torchrun`` (DistributedDataParallel, one process per GPU): every
+process draws the same global batches (:class:`~sknet.data.EpochBatches`) and takes its share;
+rank 0 writes the files (:mod:`sknet.training.reports`, :mod:`sknet.training.checkpoint`). A run
+resumed from ``last.pt`` continues where it stopped and, on CPU, ends with the same weights as an
+uninterrupted one (per-sample augmentation seeds, saved RNG states).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sknet.data import EpochBatches, Source, collate, open_data
+from sknet.devices import (
+    Processes,
+    all_sum,
+    default_workers,
+    setup_processes,
+    teardown_processes,
+)
+from sknet.evaluation import measure, val_loader
+from sknet.models import create_model, get_entry, load_pretrained, save_pretrained
+from sknet.models.weights_io import load_state_into
+from sknet.trained import read_checkpoint
+from sknet.training import reports
+from sknet.training.checkpoint import (
+    Progress,
+    rng_state,
+    save_checkpoint,
+    schedule_change,
+    set_rng_state,
+)
+from sknet.training.config import TrainConfig, layer, lr_at, resolve
+from sknet.training.recipe import DEFAULT_MODELS
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last checkpoint is left as it was."""
+
+
+class Trainer:
+    """One training run; :func:`train` builds it and calls :meth:`fit`.
+
+    Args:
+        config: the resolved settings.
+        source: the opened dataset.
+        processes: this process's place in the run.
+        state: the checkpoint to resume from, if any.
+        command: the command line to record.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        source: Source,
+        processes: Processes,
+        state: dict[str, Any] | None,
+        command: str,
+    ) -> None:
+        self.config = config
+        self.source = source
+        self.processes = processes
+        self.command = command
+        self.out = Path(config.out)
+        self.device = processes.device
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
+
+        self.model = self._build_model(state)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        fp16 = config.amp and config.amp_dtype == "fp16"
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=fp16 and self.device.type == "cuda"
+        )
+        self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.net: nn.Module = self.model
+        if processes.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        if config.compile:
+            self.net = torch.compile(self.net)
+
+        workers = default_workers(source.loader_workers) if config.workers is None else (
+            config.workers
+        )
+        self.workers = workers
+        train_set = source.train_set(config.input_size, config.min_scale)
+        self.sampler = EpochBatches(
+            len(train_set), config.batch_size, config.seed, processes.rank, processes.world_size
+        )
+        self.train_loader = DataLoader(
+            train_set, batch_sampler=self.sampler,
+            num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+        self.per_process_batch = config.batch_size // processes.world_size
+        self.val_loader = val_loader(
+            source, config.input_size, self.per_process_batch, workers, processes
+        )
+
+        self.progress = Progress(skipped={item.path for item in source.skipped})
+        self.schedule_note = None
+        if state is not None:
+            self._restore(state)
+        else:
+            torch.manual_seed(config.seed + processes.rank)
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _build_model(self, state: dict[str, Any] | None) -> nn.Module:
+        config = self.config
+        kwargs = dict(config.model_kwargs)
+        entry = get_entry(config.model)
+        if self.source.channels != entry.config.get("in_chans", 3) and "in_chans" not in kwargs:
+            kwargs["in_chans"] = self.source.channels
+        classes = len(self.source.class_names)
+        if state is not None:
+            saved = state["model_config"]
+            if saved["num_classes"] != classes:
+                raise ValueError(
+                    f"--resume: the checkpoint has {saved['num_classes']} classes but --data "
+                    f"{config.data} has {classes}; resume on the data it was trained on"
+                )
+            if saved["name"] != config.model or dict(saved["kwargs"]) != kwargs:
+                raise ValueError(
+                    f"--resume: the checkpoint is of model {saved['name']!r} "
+                    f"{dict(saved['kwargs']) or ''}, not {config.model!r} {kwargs or ''}; "
+                    "resume with the same --model, --model-kwargs and --data, or start a new --out"
+                )
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, num_classes=classes, **kwargs)
+        if state is not None:
+            load_state_into(model, state["model"], "--resume checkpoint")
+        if config.sync_bn and self.processes.world_size > 1:
+            if self.device.type != "cuda":
+                raise ValueError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model.to(self.device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return model
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        skipped = self.progress.skipped
+        self.progress = Progress.restored(state, self.processes.main)
+        self.progress.skipped |= skipped
+        self.schedule_note = schedule_change(state, self.config)
+        rng = state["rng"]
+        set_rng_state(rng[self.processes.rank % len(rng)])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.config.amp)
+
+    # -- output -----------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        if self.processes.main:
+            tqdm.write(message, file=sys.stderr)
+
+    def _checkpoint(self) -> None:
+        """Write ``last.pt`` (rank 0) after checking that the state is finite."""
+        progress = self.progress
+        # The epoch's loss so far, summed over processes, is kept by rank 0 only.
+        loss_sum, = all_sum([progress.epoch_sums[0]], self.processes)
+        if not math.isfinite(loss_sum):
+            self._diverged("the training loss")
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            self._diverged("the weights")
+        rng = [rng_state()]
+        if self.processes.world_size > 1:
+            rng = [None] * self.processes.world_size
+            dist.all_gather_object(rng, rng_state())
+        if not self.processes.main:
+            return
+        saved = Progress(
+            progress.epoch, progress.step, [loss_sum, *progress.epoch_sums[1:]],
+            progress.history, progress.best, progress.skipped,
+        )
+        save_checkpoint(
+            self.out / "last.pt", self.config, self.model, self.optimizer, self.scaler, saved, rng
+        )
+
+    def _write_reports(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
+        summary = reports.summary(
+            self.config, self.model, self.progress, self.processes, self.command, final
+        )
+        if self.processes.main:
+            reports.write(self.out, self.progress, summary)
+        return summary
+
+    def _save_best(self, row: dict[str, Any]) -> None:
+        best = self.progress.best
+        if best is not None and row["val_top1_err"] >= best["val_top1_err"]:
+            return
+        self.progress.best = dict(row)
+        if self.processes.main:
+            save_pretrained(
+                self.model, self.out / "best.safetensors",
+                class_names=self.source.class_names,
+                preprocessing=self.source.preprocessing(self.config.input_size),
+                dataset=self.config.data, eval_sizes=self.config.eval_sizes,
+                epoch=row["epoch"], top1_err=row["val_top1_err"], top5_err=row["val_top5_err"],
+            )
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _diverged(self, what: str) -> None:
+        last = self.out / "last.pt"
+        kept = (
+            f"{last} still holds the last good state"
+            if last.exists()
+            else "no checkpoint was written"
+        )
+        epoch = self.progress.epoch
+        raise TrainingDiverged(
+            f"training diverged: {what} became NaN/inf in epoch {epoch + 1} near step "
+            f"{self.progress.step}; {kept}; lower --lr (now {lr_at(epoch, self.config):g})"
+        )
+
+    def _gather_skipped(self, more: list[str]) -> None:
+        """Add ``more`` unreadable files, and every other process's, to the skipped set."""
+        self.progress.skipped.update(more)
+        if self.processes.world_size > 1:
+            everyone: list[set[str] | None] = [None] * self.processes.world_size
+            dist.all_gather_object(everyone, self.progress.skipped)
+            self.progress.skipped = set().union(*everyone)
+
+    def _share_buffers(self) -> None:
+        """Give every process rank 0's BatchNorm statistics, the ones that get saved.
+
+        DDP averages gradients but each process updates its running statistics from its own
+        share of the batch; validating with rank 0's makes the error that of the saved weights.
+        """
+        if self.processes.world_size > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
+
+    def _check_finite(self, value: float, what: str) -> None:
+        (value,) = all_sum([value], self.processes)
+        if not math.isfinite(value):
+            self._diverged(what)
+
+    def _batches(self, progress: tqdm) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, targets, skipped in self.train_loader:
+            for item in skipped:
+                if item.path not in self.progress.skipped:
+                    self.progress.skipped.add(item.path)
+                    if self.processes.main:
+                        progress.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+            yield images, targets
+
+    def _train_epoch(self) -> None:
+        config, state = self.config, self.progress
+        lr = lr_at(state.epoch, config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.sampler.set_epoch(state.epoch, state.step)
+        self.net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        loss_sum += state.epoch_sums[0]
+        images_done, seconds = state.epoch_sums[1], state.epoch_sums[2]
+        show = self.processes.main and sys.stderr.isatty()
+        progress = tqdm(
+            total=self.sampler.steps_per_epoch, initial=state.step, disable=not show,
+            desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
+        )
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        started = time.perf_counter()
+        with progress:
+            for images, targets in self._batches(progress):
+                images = images.to(self.device, non_blocking=True)
+                targets = targets.to(self.device, non_blocking=True)
+                if config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with self._autocast():
+                    loss = self.criterion(self.net(images), targets)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                loss_sum += loss.detach().double() * len(targets)
+                images_done += config.batch_size
+                state.step += 1
+                progress.update()
+                saving = config.save_every and state.step % config.save_every == 0
+                if state.step % 10 == 0 or saving:
+                    elapsed = seconds + time.perf_counter() - started
+                    mean = loss_sum.item() / max(images_done / self.processes.world_size, 1)
+                    progress.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_done / elapsed:.0f}")
+                    self._check_finite(mean, "the training loss")
+                if saving and state.step < self.sampler.steps_per_epoch:
+                    state.epoch_sums = [
+                        loss_sum.item(), images_done, seconds + time.perf_counter() - started
+                    ]
+                    self._checkpoint()
+        seconds += time.perf_counter() - started
+        peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
+        self._share_buffers()
+        total_loss, = all_sum([loss_sum.item()], self.processes)
+        self._check_finite(total_loss, "the training loss")
+        metrics = measure(
+            self.model, self.val_loader, self.processes, config.channels_last,
+            self.amp_dtype if config.amp else None,
+        )
+        self._gather_skipped(metrics["skipped_paths"])
+        row = {
+            "epoch": state.epoch + 1,
+            "lr": lr,
+            "train_loss": round(total_loss / images_done, 6),
+            "val_top1_err": round(metrics["top1_err"], 4),
+            "val_top5_err": round(metrics["top5_err"], 4),
+            "img_per_s": round(images_done / seconds, 1),
+            "seconds": round(seconds, 2),
+        }
+        if peak_mib is not None:
+            row["peak_mem_mib"] = round(peak_mib)
+        state.history.append(row)
+        self._save_best(row)
+        state.epoch, state.step = state.epoch + 1, 0
+        state.epoch_sums = [0.0, 0.0, 0.0]
+        self._checkpoint()
+        self._write_reports()
+        self.log(
+            f"epoch {row['epoch']:>3}/{config.epochs}  lr {lr:.4g}  train loss "
+            f"{row['train_loss']:.4f}  val top-1 err {row['val_top1_err']:.2f}%  top-5 err "
+            f"{row['val_top5_err']:.2f}%  {row['img_per_s']:.0f} img/s  {row['seconds']:.1f} s"
+            + (f"  peak GPU memory {peak_mib:,.0f} MiB" if peak_mib is not None else "")
+        )
+        if state.skipped:
+            self.log(f"  {len(state.skipped)} unreadable file(s) skipped so far, listed in "
+                     f"{self.out / 'skipped_files.txt'}")
+
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, then evaluate the best weights at every eval size."""
+        writer = reports.tensorboard(self.out) if (
+            self.config.tensorboard and self.processes.main
+        ) else None
+        if self.processes.main:
+            reports.write_settings(self.out, self.config)
+            if self.source.skipped:
+                self.log(f"left out {len(self.source.skipped)} file(s) that are not images or are "
+                         f"empty, e.g. {self.source.skipped[0].path}; list in "
+                         f"{self.out / 'skipped_files.txt'}")
+            if self.schedule_note:
+                self.log(f"resuming under a changed learning-rate schedule: {self.schedule_note}")
+            params = sum(p.numel() for p in self.model.parameters())
+            self.log(
+                f"training {self.config.model} ({params:,} parameters) on {self.config.data} "
+                f"({len(self.source.class_names)} classes) for {self.config.epochs} epochs, batch "
+                f"{self.config.batch_size}, lr {self.config.lr:g}, {self.processes.world_size} "
+                f"process(es) on {self.device}; writing to {self.out}"
+            )
+        while self.progress.epoch < self.config.epochs:
+            self._train_epoch()
+            if writer is not None:
+                reports.log_scalars(writer, self.progress.history[-1])
+        if writer is not None:
+            writer.close()
+        summary = self._write_reports({"eval": self._final_eval()})
+        if self.processes.main:
+            self.log(
+                f"best: epoch {summary['best_epoch']}, val top-1 err {summary['top1_err']:.2f}%, "
+                f"top-5 err {summary['top5_err']:.2f}% ({self.out / 'best.safetensors'})"
+            )
+        return summary
+
+    def _final_eval(self) -> dict[str, dict[str, float]]:
+        """The best weights at each evaluation size (the training size reuses the best epoch)."""
+        best = self.progress.best
+        assert best is not None
+        results = {}
+        best_state = None
+        for size in self.config.eval_sizes:
+            if size == self.config.input_size:
+                results[str(size)] = {
+                    "top1_err": best["val_top1_err"], "top5_err": best["val_top5_err"]
+                }
+                continue
+            if best_state is None:
+                best_state = load_pretrained(self.out / "best.safetensors").state_dict()
+                self.model.load_state_dict(best_state)
+            loader = val_loader(
+                self.source, size, self.per_process_batch, self.workers, self.processes
+            )
+            metrics = measure(self.model, loader, self.processes, self.config.channels_last)
+            results[str(size)] = {key: round(metrics[key], 4) for key in ("top1_err", "top5_err")}
+            self.log(f"best weights at {size}x{size}: top-1 err {metrics['top1_err']:.2f}%, "
+                     f"top-5 err {metrics['top5_err']:.2f}%")
+        return results
+
+
+def train(
+    *,
+    config_file: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    command: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a model with the paper's recipe; the Python face of ``sknet train``.
+
+    Args:
+        config_file: YAML file of :class:`~sknet.training.config.TrainConfig` settings
+            (defaults that ``overrides`` beat).
+        resume: a ``last.pt`` to continue; its settings are the defaults and ``out`` is its folder.
+        command: what to record as the command that made the run (the CLI passes its argv).
+        **overrides: :class:`~sknet.training.config.TrainConfig` fields, e.g.
+            ``data="digits", out="runs/d", epochs=5``.
+
+    Returns:
+        The run summary (also ``out/summary.json``): ``top1_err``/``top5_err`` (percent) of the best
+        epoch, ``eval`` per evaluation size, timings.
+
+    Example:
+        >>> from sknet.training import train
+        >>> summary = train(data="digits", out="runs/digits")  # doctest: +SKIP
+    """
+    state = None if resume is None else read_checkpoint(resume)
+    config = layer(
+        overrides, config_file, state and state["config"],
+        str(Path(resume).parent) if resume is not None else None,
+    )
+    source = open_data(config.data, strict=config.strict)
+    model = config.model or DEFAULT_MODELS[source.kind]
+    get_entry(model)  # an unknown name fails here, with suggestions
+    config = resolve(config, source.kind, model)
+    out = Path(config.out)
+    if state is None and (out / "last.pt").exists():
+        raise ValueError(
+            f"{out} already holds a run (last.pt); continue it with --resume {out / 'last.pt'} "
+            "or choose another --out"
+        )
+    processes = setup_processes(config.device)
+    if command is None:
+        shown = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+        command = f"sknet.train({shown})"
+    try:
+        return Trainer(config, source, processes, state, command).fit()
+    finally:
+        teardown_processes(processes)

@@ -1,0 +1,98 @@
+"""What a run writes for people: ``config.yaml``, ``metrics.csv``, ``summary.json``,
+``skipped_files.txt`` and (optionally) TensorBoard scalars. Every file is written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from sknet.atomic import write_json, write_text
+from sknet.devices import Processes
+from sknet.training.checkpoint import Progress
+from sknet.training.config import TrainConfig
+
+METRICS = ["epoch", "lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s", "seconds"]
+"""Columns of ``metrics.csv`` (and ``peak_mem_mib`` on CUDA)."""
+SCALARS = ("lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s")
+"""The metrics logged to TensorBoard per epoch."""
+
+
+def write_settings(out: Path, config: TrainConfig) -> None:
+    """``config.yaml``: the resolved settings, a valid ``--config`` file."""
+    write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
+
+
+def summary(
+    config: TrainConfig,
+    model: nn.Module,
+    progress: Progress,
+    processes: Processes,
+    command: str,
+    final: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run's summary: best and last errors, timings, where it ran; ``finished`` once the
+    final evaluation (``final``) is in."""
+    best = progress.best or {}
+    history = progress.history
+    device = processes.device
+    return {
+        "command": command,
+        "model": config.model,
+        "model_kwargs": model.config["kwargs"],
+        "data": config.data,
+        "params": sum(p.numel() for p in model.parameters()),
+        "epochs_done": len(history),
+        "epochs": config.epochs,
+        "best_epoch": best.get("epoch"),
+        "top1_err": best.get("val_top1_err"),
+        "top5_err": best.get("val_top5_err"),
+        "last_top1_err": history[-1]["val_top1_err"] if history else None,
+        "last_top5_err": history[-1]["val_top5_err"] if history else None,
+        "input_size": config.input_size,
+        "eval": (final or {}).get("eval", {}),
+        "train_seconds": sum(row["seconds"] for row in history),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "processes": processes.world_size,
+        "threads": torch.get_num_threads(),
+        "skipped_files": len(progress.skipped),
+        "finished": final is not None,
+    }
+
+
+def write(out: Path, progress: Progress, run_summary: dict[str, Any]) -> None:
+    """``metrics.csv`` (one row per epoch), ``skipped_files.txt`` (if any) and ``summary.json``."""
+    columns = list(METRICS)
+    if progress.history and "peak_mem_mib" in progress.history[-1]:
+        columns.append("peak_mem_mib")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(progress.history)
+    write_text(out / "metrics.csv", table.getvalue())
+    if progress.skipped:
+        write_text(out / "skipped_files.txt", "\n".join(sorted(progress.skipped)) + "\n")
+    write_json(out / "summary.json", run_summary)
+
+
+def tensorboard(out: Path) -> Any:
+    """A TensorBoard writer into ``out/tensorboard``; the package is optional."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def log_scalars(writer: Any, row: dict[str, Any]) -> None:
+    """One epoch's metrics row as TensorBoard scalars."""
+    for key in SCALARS:
+        writer.add_scalar(key, row[key], row["epoch"])
