@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.atomic import atomic_path
 from sknet.layers import fold_bn
+from sknet.models.base import input_channels
 from sknet.trained import load_trained
 
 ONNX_OPSET = 18
@@ -80,14 +81,6 @@ def _fold_into(conv: nn.Conv2d, bn: _BatchNorm) -> None:
     weight, bias = fold_bn(conv, bn)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=conv.weight.requires_grad)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=conv.weight.requires_grad)
-
-
-def input_channels(model: nn.Module) -> int:
-    """Channels the model takes: those of its first convolution."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is None:
-        raise ValueError(f"{type(model).__name__} has no Conv2d to read its input channels from")
-    return first.in_channels
 
 
 def _require_onnx() -> None:

@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sknet.layers import ConvBnAct, SKConv, SqueezeExcite
 from sknet.models import create_model, get_entry, paper_rows
+from sknet.models.base import input_channels
 from sknet.models.registry import Paper, PaperRow
 
 COUNTING: dict[str, tuple[str, ...]] = {
@@ -57,12 +58,16 @@ class Profile:
         return self.macs + sum(getattr(self, part) for part in COUNTING[convention])
 
 
-def profile_model(model: nn.Module, input_size: int = 224, in_chans: int = 3) -> Profile:
+def profile_model(
+    model: nn.Module, input_size: int = 224, in_chans: int | None = None
+) -> Profile:
     """Count parameters and multiply-adds of ``model`` on a ``1 x in_chans x S x S`` input.
 
     The model is run in eval mode on the device of its parameters (use the meta device for
-    large models: nothing is computed, only shapes).
+    large models: nothing is computed, only shapes); ``in_chans`` defaults to what its first
+    convolution takes.
     """
+    in_chans = input_channels(model) if in_chans is None else in_chans
     parts = {"bn_macs": 0, "select_macs": 0, "gate_macs": 0}
 
     def adder(part: str, factor: int = 1):

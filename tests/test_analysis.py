@@ -23,6 +23,7 @@ from sknet.analysis import (
     default_class_units,
     default_unit,
     enlarge,
+    scale_label,
     selecting_units,
     stage_units,
 )
@@ -211,6 +212,19 @@ def test_cli_prints_the_findings_and_takes_every_option(tiny_run, tmp_path, caps
     assert [sample["index"] for sample in report["samples"]] == [3, 7]
     groups = report["channels"]["group_mean"][0][0]  # SK_2_1's 8 channels in pairs
     assert report["channel_group"] == 2 and len(groups) == 4
+
+
+def test_scales_off_one_decimal_are_labelled_and_analysed(tiny_run, tmp_path, capsys):
+    """`--scales 1.0 1.25 1.5 2.0` (a README command) once recursed forever in its label."""
+    assert [scale_label(s) for s in (1.0, 1.25, 1.5, 2.0, 3.125)] == [
+        "1.0x", "1.25x", "1.5x", "2.0x", "3.125x"
+    ]
+    status = main(["analyze", "--checkpoint", str(tiny_run / "last.pt"), "--out",
+                   str(tmp_path / "a"), "--scales", "1.0", "1.25", "1.5", "2.0",
+                   "--unit", "SK_3_1", "--limit", "10"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "10 images at 1.0x, 1.25x, 1.5x, 2.0x" in printed and "1.0x->1.25x" in printed
 
 
 def test_a_folder_dataset_streams_and_skips_unreadable_files(tmp_path):

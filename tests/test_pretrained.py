@@ -140,3 +140,27 @@ def test_a_loaded_model_saves_its_names_and_preprocessing_again(model, tmp_path)
     assert config["num_classes"] == 3 and config["class_names"] == ["0", "1", "2"]
     assert config["preprocessing"] == PREPROCESSING
     assert sknet.from_pretrained(tmp_path / "c").num_classes == 3
+
+
+def test_pretrained_false_none_and_true():
+    """timm and torchvision users write ``pretrained=False``; it once raised a TypeError."""
+    torch.manual_seed(3)
+    untrained = sknet.create_model("sknet_digits", pretrained=False).state_dict()
+    torch.manual_seed(3)
+    plain = sknet.create_model("sknet_digits", pretrained=None).state_dict()
+    assert all(torch.equal(untrained[key], plain[key]) for key in plain)
+    with pytest.raises(ValueError, match=r"pretrained=True\): sknet downloads nothing") as error:
+        sknet.create_model("sknet50", pretrained=True)
+    assert "\n" not in str(error.value)
+
+
+def test_a_config_of_a_newer_format_is_refused(model, tmp_path):
+    sknet.save_pretrained(model, tmp_path / "w")
+    config = tmp_path / "w" / "config.json"
+    record = json.loads(config.read_text())
+    config.write_text(json.dumps({**record, "format_version": 2}))
+    with pytest.raises(ValueError, match=r"format version 2, newer than the 1 this sknet reads"):
+        sknet.load_pretrained(tmp_path / "w")
+    config.write_text(json.dumps({**record, "format_version": "1"}))
+    with pytest.raises(ValueError, match=r"no valid format version \('1'\)"):
+        sknet.load_pretrained(tmp_path / "w")

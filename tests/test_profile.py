@@ -78,3 +78,10 @@ def test_cli_errors_are_one_line(capsys):
     assert main(["profile", "--rows", "no such row"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sknet profile: error:")
+
+
+def test_the_function_does_not_shadow_its_module():
+    import sknet.profiling
+
+    assert sknet.profile is sknet.profiling.profile and callable(sknet.profile)
+    assert sknet.profile("sknet_digits", 16).params == 178_986

@@ -275,6 +275,45 @@ def test_a_used_out_folder_and_missing_paths(digits_run, tmp_path, capsys):
     assert status == 2 and "no weights there" in line
 
 
+def test_a_checkpoint_of_a_newer_format_is_refused(digits_run, tmp_path, capsys):
+    out, before = _copy(digits_run, tmp_path)
+    state = torch.load(out / "last.pt", weights_only=True)
+    torch.save({**state, "version": 7}, out / "last.pt")
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"))
+    assert status == 2 and "format version 7, newer than the 1 this sknet reads" in line
+    status, line = _cli(capsys, "eval", "--checkpoint", str(out / "last.pt"))
+    assert status == 2 and "format version 7" in line
+    assert (out / "best.safetensors").read_bytes() == before["best.safetensors"]
+
+
+def test_resume_reads_the_saved_schedule_and_says_when_settings_change_it(
+    digits_run, tmp_path, capsys
+):
+    out, _ = _copy(digits_run, tmp_path)
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["scheduler"] == {"milestones": [1, 1, 2], "gamma": 0.1, "lr": pytest.approx(1e-4)}
+    train(resume=out / "last.pt", epochs=3)
+    err = capsys.readouterr().err
+    assert "resuming under a changed learning-rate schedule: milestones [1, 1, 2] -> [1, 2, 3]" \
+        in err
+    train(resume=out / "last.pt")  # finished, same schedule: nothing to say, nothing to do
+    assert "changed learning-rate schedule" not in capsys.readouterr().err
+
+
+def test_eval_takes_the_weights_as_every_command_does(digits_run, capsys):
+    out = digits_run[0]
+    assert main(["eval", "--checkpoint", str(out)]) == 0
+    new = capsys.readouterr()
+    assert main(["eval", str(out)]) == 0  # the old spelling still works, with a note
+    old = capsys.readouterr()
+    assert old.out == new.out and "top-1 err" in new.out
+    assert "deprecated" in old.err and "--checkpoint" in old.err and "deprecated" not in new.err
+    status, line = _cli(capsys, "eval", str(out), "--checkpoint", str(out))
+    assert status == 2 and "give the weights once" in line
+    status, line = _cli(capsys, "eval")
+    assert status == 2 and "--checkpoint PATH" in line
+
+
 def test_truncated_best_weights_fail_eval_in_one_line(digits_run, tmp_path, capsys):
     out, before = _copy(digits_run, tmp_path)
     (out / "best.safetensors").write_bytes(before["best.safetensors"][:1000])

@@ -20,6 +20,12 @@ def _save(figure, path: Path) -> None:
         figure.savefig(temporary, format="png", dpi=100)
 
 
+def _titled(figure: Any, title: str, report: dict[str, Any]) -> Any:
+    """``figure`` with ``title`` and the model and data it shows as its heading."""
+    figure.suptitle(f"{title}, {report['model']} on {report['data']}")
+    return figure
+
+
 def _display(image: torch.Tensor, preprocessing: Mapping[str, Any]):
     """A normalised ``[C, H, W]`` input as an array for ``imshow`` (pixels back in [0, 1])."""
     mean = torch.tensor(preprocessing.get("mean", [0.0]), dtype=torch.float32)[:, None, None]
@@ -93,11 +99,8 @@ def figure_sample(report: dict[str, Any], sample: dict[str, Any], images, prepro
     _channel_panel(figure.add_subplot(grid[1, 0]), report, sample["channel_groups"])
     differences = {name: sample["diff"][name] for name in report["units"]}
     _unit_panel(figure.add_subplot(grid[:, 1]), report, differences)
-    figure.suptitle(
-        f"Figure {sample['figure']}: validation image {sample['index']} "
-        f"(class {sample['class_name']}), {report['model']} on {report['data']}"
-    )
-    return figure
+    title = f"Figure {sample['figure']}: validation image {sample['index']} "
+    return _titled(figure, f"{title}(class {sample['class_name']})", report)
 
 
 def figure_average(report: dict[str, Any]):
@@ -114,11 +117,8 @@ def figure_average(report: dict[str, Any]):
         means.setdefault(row["unit"], []).append(row["diff_mean"])
         stds.setdefault(row["unit"], []).append(row["diff_std"])
     _unit_panel(right, report, means, stds)
-    figure.suptitle(
-        f"Figure 3c: average over {report['images']} validation images (bands: ±1 std), "
-        f"{report['model']} on {report['data']}"
-    )
-    return figure
+    title = f"Figure 3c: average over {report['images']} validation images (bands: ±1 std)"
+    return _titled(figure, title, report)
 
 
 def figure_classes(report: dict[str, Any]):
@@ -145,11 +145,8 @@ def figure_classes(report: dict[str, Any]):
         axes.set_title(f"{name}, per class")
         axes.legend(title="object size")
         axes.grid(alpha=0.3)
-    figure.suptitle(
-        f"Figure 4: mean attention difference per class ({report['images']} images), "
-        f"{report['model']} on {report['data']}"
-    )
-    return figure
+    title = f"Figure 4: mean attention difference per class ({report['images']} images)"
+    return _titled(figure, title, report)
 
 
 def write_figures(

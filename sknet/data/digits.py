@@ -8,6 +8,7 @@ flip).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,14 +22,14 @@ DIGITS_SPLIT_SEED = 0
 """The digits split is fixed (stratified, seed 0), whatever the training seed: 1,437 / 360."""
 
 
+@dataclass(frozen=True)
 class _DigitsTransform:
     """8x8 digit in [0, 1] -> bilinear upsampling to ``size`` -> optional shift -> normalise."""
 
-    def __init__(self, size: int, mean: float, std: float, shift: int = 0) -> None:
-        self.size = size
-        self.mean = mean
-        self.std = std
-        self.shift = shift
+    size: int
+    mean: float
+    std: float
+    shift: int = 0
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         image = F.interpolate(

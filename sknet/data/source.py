@@ -9,7 +9,7 @@ mid-epoch, with any number of loader workers or processes, sees exactly the same
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -72,36 +72,6 @@ class Source:
         raise NotImplementedError
 
 
-class Seeded(Dataset):
-    """``transform(base[index])`` under a torch RNG seeded with the key's seed.
-
-    An unreadable file is replaced by the next readable sample (so that every batch keeps its size
-    on every process) and reported with the item.
-    """
-
-    def __init__(self, base: Dataset, transform: Callable) -> None:
-        self.base = base
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int, tuple[Skipped, ...]]:
-        index, seed = key
-        skipped: list[Skipped] = []
-        for offset in range(len(self)):
-            item = self.base[(index + offset) % len(self)]
-            if not isinstance(item, Skipped):
-                break
-            skipped.append(item)
-        else:
-            raise ValueError("no training image can be read; see the skipped files above")
-        image, target = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(image), target, tuple(skipped)
-
-
 class Transformed(Dataset):
     """``transform(base[index])``; :class:`Skipped` items pass through to be counted."""
 
@@ -118,6 +88,29 @@ class Transformed(Dataset):
             return item
         image, target = item
         return self.transform(image), target
+
+
+class Seeded(Transformed):
+    """``transform(base[index])`` under a torch RNG seeded with the key's seed.
+
+    An unreadable file is replaced by the next readable sample (so that every batch keeps its size
+    on every process) and reported with the item.
+    """
+
+    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int, tuple[Skipped, ...]]:
+        index, seed = key
+        skipped: list[Skipped] = []
+        for offset in range(len(self)):
+            item = self.base[(index + offset) % len(self)]
+            if not isinstance(item, Skipped):
+                break
+            skipped.append(item)
+        else:
+            raise ValueError("no training image can be read; see the skipped files above")
+        image, target = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), target, tuple(skipped)
 
 
 def collate(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
@@ -137,6 +130,7 @@ def collate(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, list[Skip
     return torch.stack(images), torch.as_tensor(targets, dtype=torch.long), skipped
 
 
+@dataclass(eq=False)
 class EpochBatches(Sampler[list[SampleKey]]):
     """Training batches: a seeded shuffle per epoch, split across processes, resumable mid-epoch.
 
@@ -153,23 +147,24 @@ class EpochBatches(Sampler[list[SampleKey]]):
         world_size: number of processes.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
+    size: int
+    batch_size: int
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    epoch: int = field(default=0, init=False)
+    start: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.world_size:
             raise ValueError(
-                f"batch size {batch_size} is not divisible by the {world_size} processes"
+                f"batch size {self.batch_size} is not divisible by the {self.world_size} processes"
             )
-        if size < batch_size:
+        if self.size < self.batch_size:
             raise ValueError(
-                f"the training set has {size} images, fewer than one batch of {batch_size}; "
-                "lower --batch-size"
+                f"the training set has {self.size} images, fewer than one batch of "
+                f"{self.batch_size}; lower --batch-size"
             )
-        self.size = size
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.start = 0
 
     @property
     def steps_per_epoch(self) -> int:

@@ -104,10 +104,7 @@ class RoutedConv2d(torch.autograd.Function):
         x, weight = saved_x.to(grad.dtype), saved_weight.to(grad.dtype)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-                [True, False, False]
-            )[0].to(saved_x.dtype)
+            grad_x = _conv_grad(grad, x, weight, ctx.spec, 0).to(saved_x.dtype)
         if ctx.needs_input_grad[1]:
             if ctx.route == "phases":
                 x, grad = phases(x, dilation), phases(grad, dilation)
@@ -116,11 +113,21 @@ class RoutedConv2d(torch.autograd.Function):
             else:
                 layout = torch.channels_last
                 x, grad = x.contiguous(memory_format=layout), grad.contiguous(memory_format=layout)
-            grad_weight = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-                [False, True, False]
-            )[1].to(saved_weight.dtype)
+            spec = (stride, padding, dilation, groups)
+            grad_weight = _conv_grad(grad, x, weight, spec, 1).to(saved_weight.dtype)
         return grad_x, grad_weight, None, None, None, None, None
+
+
+def _conv_grad(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+    spec: tuple[Pair, Pair, Pair, int], which: int,
+) -> torch.Tensor:
+    """The input (``which=0``) or weight (``1``) gradient of a bias-free convolution."""
+    stride, padding, dilation, groups = spec
+    wanted = [which == 0, which == 1, False]
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups, wanted
+    )[which]
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:

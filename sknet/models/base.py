@@ -92,6 +92,14 @@ class Backbone(nn.Module):
         return units
 
 
+def input_channels(model: nn.Module) -> int:
+    """Channels the model takes: those of its first convolution."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no Conv2d to read its input channels from")
+    return first.in_channels
+
+
 def _classifier(features: int, num_classes: int) -> nn.Module:
     """The fc layer on pooled features, or ``nn.Identity`` for ``num_classes=0``."""
     return nn.Linear(features, num_classes) if num_classes > 0 else nn.Identity()

@@ -129,11 +129,7 @@ def _build_pretrained(
             f"sknet.load_pretrained({str(path)!r}) to build the model they belong to"
         )
     stored = int(config["num_classes"])
-    if num_classes is not None and num_classes != stored:
-        raise ValueError(
-            f"{path} holds a {stored}-class classifier, not {num_classes}; load it with its own "
-            f"class count and call model.reset_classifier({num_classes}) to fine-tune"
-        )
+    _check_classes(str(path), stored, num_classes)
     model = create_model(name, num_classes=stored, **{**config["kwargs"], **kwargs})
     load_state_into(model, read_weights(path), path)
     model.pretrained_config = config
@@ -198,11 +194,7 @@ def from_timm(
         label = f"{label} (timm's {architecture})"
     head, stem = state.get("fc.weight"), state.get("conv1.weight")
     classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
-    if num_classes is not None and num_classes != classes:
-        raise ValueError(
-            f"{label} holds a {classes}-class classifier, not {num_classes}; load it with its own "
-            f"class count and call model.reset_classifier({num_classes}) to fine-tune"
-        )
+    _check_classes(label, classes, num_classes)
     if stem is not None and stem.ndim == 4 and stem.shape[1] != 3 and "in_chans" not in kwargs:
         kwargs["in_chans"] = int(stem.shape[1])
     name = _timm_counterpart(name, architecture, state, classes, kwargs, label)
@@ -222,6 +214,15 @@ def from_timm(
         timm_architecture=architecture,
     )
     return model
+
+
+def _check_classes(label: str, stored: int, asked: int | None) -> None:
+    """Weights hold a ``stored``-class classifier; ``asked`` (if given) must be that."""
+    if asked is not None and asked != stored:
+        raise ValueError(
+            f"{label} holds a {stored}-class classifier, not {asked}; load it with its own "
+            f"class count and call model.reset_classifier({asked}) to fine-tune"
+        )
 
 
 def _timm_counterpart(
