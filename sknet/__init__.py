@@ -11,7 +11,7 @@ from typing import Any
 
 from sknet.convert import Replacement, convert_to_sk
 from sknet.export import deploy, export_onnx
-from sknet.layers import SKAttention, SKConv
+from sknet.layers import SKAttention, SKConv, SKConv1d, SKConv3d
 from sknet.models import (
     create_model,
     from_pretrained,
@@ -39,6 +39,8 @@ __all__ = [
     "Replacement",
     "SKAttention",
     "SKConv",
+    "SKConv1d",
+    "SKConv3d",
     "__version__",
     "analyze",
     "convert_to_sk",

@@ -26,6 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.atomic import atomic_path
 from sknet.layers import fold_bn
+from sknet.layers.init import CONVS
 from sknet.models.base import input_channels
 from sknet.trained import load_trained
 
@@ -41,7 +42,7 @@ def deploy(model: nn.Module) -> nn.Module:
     """An inference copy of ``model`` with every BatchNorm folded into its convolution.
 
     In eval mode ``BN(conv(x))`` is one convolution with a scaled weight and a bias. Each
-    ``Conv2d`` directly followed by a BatchNorm (``BatchNorm2d`` or ``SyncBatchNorm``) in a
+    convolution (``Conv1d``, ``Conv2d`` or ``Conv3d``) directly followed by a BatchNorm in a
     ``nn.Sequential`` (every
     :class:`~sknet.layers.ConvBnAct`, including the fuse of the SK attention, Eq. 3) becomes that
     convolution, and the BatchNorm an ``nn.Identity``; nothing else changes: module names, forward
@@ -60,19 +61,19 @@ def deploy(model: nn.Module) -> nn.Module:
             names = list(parent._modules)
             for conv_name, bn_name in itertools.pairwise(names):
                 conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, _BatchNorm):
+                if isinstance(conv, CONVS) and isinstance(bn, _BatchNorm):
                     _fold_into(conv, bn)
                     parent._modules[bn_name] = nn.Identity()
     left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]
     if left:
         raise ValueError(
             f"deploy: cannot fold BatchNorm {left[0]!r} ({len(left)} in all): it does not "
-            "directly follow a Conv2d in an nn.Sequential"
+            "directly follow a convolution in an nn.Sequential"
         )
     return deployed
 
 
-def _fold_into(conv: nn.Conv2d, bn: _BatchNorm) -> None:
+def _fold_into(conv: nn.Module, bn: _BatchNorm) -> None:
     if bn.running_var is None:
         raise ValueError(
             f"deploy: BatchNorm {bn} has no running statistics (track_running_stats=False), so "

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 from sknet.layers import ConvBnAct, SKConv, SqueezeExcite
@@ -83,7 +84,7 @@ def profile_model(
 
     handles = []
     for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
+        if isinstance(module, _BatchNorm):
             handles.append(module.register_forward_hook(adder("bn_macs")))
         elif isinstance(module, ConvBnAct):
             handles.append(module.register_forward_hook(folded_bn))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sknet import SKConv
+from sknet import SKConv, SKConv1d, SKConv3d
 from sknet.layers import ConvBnAct
 from sknet.layers.cpu_conv import RoutedConv2d, weight_grad_route
 from sknet.models.resnext import Bottleneck
@@ -20,28 +20,36 @@ def reference_conv_bn_act(unit: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
 
 
 def reference_sk(layer: SKConv, x: torch.Tensor) -> torch.Tensor:
-    """Eqs. 1-6 as written: stack the branches, sum, pool, fuse, softmax, weighted sum."""
-    features = torch.stack([reference_conv_bn_act(branch, x) for branch in layer.branches], 1)
+    """Eqs. 1-6 as written, in any number of spatial dimensions: stack the branches (each on its
+    slice of the input channels with ``split_input``), sum, pool over every spatial axis, fuse,
+    softmax, weighted sum."""
+    count = len(layer.branches)
+    parts = x.chunk(count, 1) if layer.split_input else [x] * count
+    outputs = [
+        reference_conv_bn_act(branch, part)
+        for branch, part in zip(layer.branches, parts, strict=True)
+    ]
+    features = torch.stack(outputs, 1)
     fused = features.sum(1)
     if layer.attention is None:
         return fused
-    s = fused.mean((2, 3))
+    s = fused.mean(tuple(range(2, fused.dim())))
     z = reference_conv_bn_act(layer.attention.fuse, s[:, :, None, None])
-    logits = layer.attention.select(z).flatten(1).view(x.shape[0], len(layer.branches), -1)
+    logits = layer.attention.select(z).flatten(1).view(x.shape[0], count, -1)
     weights = logits.softmax(1)
-    return (features * weights[:, :, :, None, None]).sum(1)
+    return (features * weights.view(*weights.shape, *[1] * (x.dim() - 2))).sum(1)
 
 
 def randomize(module: nn.Module) -> None:
     """Random BN statistics and affine parameters (some negative scales) and random conv weights."""
     for child in module.modules():
-        if isinstance(child, nn.BatchNorm2d):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
             child.running_mean.uniform_(-0.5, 0.5)
             child.running_var.uniform_(0.5, 2.0)
             sign = torch.randint(0, 2, child.weight.shape) * 2 - 1
             child.weight.data.uniform_(0.5, 1.5).mul_(sign)
             child.bias.data.uniform_(-0.5, 0.5)
-        elif isinstance(child, nn.Conv2d):
+        elif isinstance(child, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             child.weight.data.normal_(0, 0.5)
 
 
@@ -118,6 +126,61 @@ def test_fast_path_equals_reference(case, stride, train, dtype, device):
         assert value.device.type == device.type, name
         tolerance = 1e-5 if dtype == torch.float32 else 1e-10
         assert_close(value.double().cpu(), expected[name], tolerance)
+
+
+SHAPES = {1: (6, 16, 17), 2: (6, 16, 9, 9), 3: (6, 16, 5, 6, 5)}
+"""Inputs of each dimension: signals, images, volumes (odd sides, so strides round up)."""
+LAYERS = {1: SKConv1d, 2: SKConv, 3: SKConv3d}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("split", [False, True], ids=["whole-input", "split-input"])
+@pytest.mark.parametrize("case", ["M2", "M3", "M2-naive", "M2-ungrouped"])
+@pytest.mark.parametrize("dims", [1, 2, 3], ids=["1d", "2d", "3d"])
+def test_every_dimension_and_split_input_equal_the_reference(
+    dims, case, split, train, dtype, device
+):
+    """SKConv1d/SKConv3d and split input: outputs, every gradient and the BN statistics equal
+    Eqs. 1-6 written out, at stride 2 (the whole layer, fast path included)."""
+    config = {**CASES.get(case, {})}
+    if case == "M2-ungrouped":
+        config["branches"] = [(3, 1, 1), (3, 2, 1)]
+    if split and len(config["branches"]) == 3:
+        pytest.skip("16 channels do not split between three branches")
+    layer = LAYERS[dims](16, 16, 2, reduction=2, min_dim=8, split_input=split, **config)
+    randomize(layer)
+    layer.train(train)
+    reference = copy.deepcopy(layer).double()
+    fast = layer.to(device, dtype)
+    scale = torch.logspace(-0.5, 0.5, 6).view(6, *[1] * (dims + 1))
+    x = torch.randn(SHAPES[dims]) * scale
+    grad = torch.randn(6, 16, *(-(-side // 2) for side in SHAPES[dims][2:]))
+    got = run(fast, fast, x.to(device, dtype), grad.to(device))
+    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    assert list(got) == list(expected)
+    for name, value in got.items():
+        tolerance = 1e-5 if dtype == torch.float32 else 1e-10
+        assert_close(value.double().cpu(), expected[name], tolerance)
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_attention_sums_to_one_in_every_dimension(dims):
+    layer = LAYERS[dims](8, 8, branches=[(3, 1, 1), (5, 1, 1), (3, 3, 1)], min_dim=4).eval()
+    captured = []
+    layer.attention.register_forward_hook(lambda module, inputs, out: captured.append(out))
+    out = layer(torch.randn(3, 8, *SHAPES[dims][2:]))
+    assert out.shape == (3, 8, *SHAPES[dims][2:])
+    (weights,) = captured
+    assert weights.shape == (3, 3, 8) and (weights > 0).all()
+    assert torch.allclose(weights.sum(1), torch.ones(3, 8))
+
+
+def test_split_input_gives_each_branch_its_share():
+    layer = SKConv(8, 6, branches=[(3, 1, 1), (3, 2, 1)], split_input=True, min_dim=4)
+    assert [branch.conv.in_channels for branch in layer.branches] == [4, 4]
+    with pytest.raises(ValueError, match=r"split_input needs in_channels \(9\) divisible"):
+        SKConv(9, 6, branches=[(3, 1, 1), (3, 2, 1)], split_input=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])

@@ -3,13 +3,23 @@
 from sknet.layers.conv_bn import ConvBnAct, fold_bn
 from sknet.layers.init import init_weights
 from sknet.layers.se import SqueezeExcite
-from sknet.layers.sk_conv import DEFAULT_BRANCHES, SKAttention, SKConv, fuse_dim, parse_branches
+from sknet.layers.sk_conv import (
+    DEFAULT_BRANCHES,
+    SKAttention,
+    SKConv,
+    SKConv1d,
+    SKConv3d,
+    fuse_dim,
+    parse_branches,
+)
 
 __all__ = [
     "DEFAULT_BRANCHES",
     "ConvBnAct",
     "SKAttention",
     "SKConv",
+    "SKConv1d",
+    "SKConv3d",
     "SqueezeExcite",
     "fold_bn",
     "fuse_dim",

@@ -1,4 +1,5 @@
-"""The Selective Kernel convolution (Section 3.1, Eqs. 1-6, Figure 1)."""
+"""The Selective Kernel convolution (Section 3.1, Eqs. 1-6, Figure 1), for images
+(:class:`SKConv`), signals (:class:`SKConv1d`) and volumes (:class:`SKConv3d`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.conv_bn import ConvBnAct, spatial_dims
 from sknet.layers.sk_fused import ConvSpec, SKTrain, select
 
 Branch = tuple[int, int, int]
@@ -118,6 +119,14 @@ class SKConv(nn.Module):
       training the branch convolutions and BatchNorms are run directly (not through their
       modules' hooks); the attention module is called as usual.
 
+    ``split_input`` gives each branch its own share of the input channels (branch m reads the m-th
+    of M equal slices) instead of all of them: timm's SK-ResNet layout, which keeps ungrouped
+    branches at the parameter count of one convolution.
+
+    The same layer runs on any number of spatial dimensions: :class:`SKConv1d` on signals
+    ``[N, C, L]``, :class:`SKConv3d` on volumes ``[N, C, D, H, W]`` (the global pool of Eq. 2
+    averages over every spatial axis; Fuse and Select are the same).
+
     Args:
         in_channels: input channels.
         out_channels: C, channels of every branch and of the output.
@@ -127,7 +136,12 @@ class SKConv(nn.Module):
         reduction: r of Eq. 4.
         min_dim: L of Eq. 4.
         attention: select with softmax attention (True) or sum the branches (False).
+        split_input: split the input channels between the branches (``in_channels`` must be a
+            multiple of M).
     """
+
+    dims = 2
+    """Spatial dimensions of the input."""
 
     def __init__(
         self,
@@ -138,11 +152,20 @@ class SKConv(nn.Module):
         reduction: int = 16,
         min_dim: int = 32,
         attention: bool = True,
+        split_input: bool = False,
     ) -> None:
         super().__init__()
         self.branch_specs = parse_branches(branches)
+        count = len(self.branch_specs)
+        if split_input and in_channels % count:
+            raise ValueError(
+                f"{type(self).__name__}: split_input needs in_channels ({in_channels}) divisible "
+                f"by the {count} branches"
+            )
+        self.split_input = split_input and count > 1
+        branch_in = in_channels // count if self.split_input else in_channels
         self.branches = nn.ModuleList(
-            ConvBnAct(in_channels, out_channels, kernel, stride, dilation, groups)
+            ConvBnAct(branch_in, out_channels, kernel, stride, dilation, groups, dims=self.dims)
             for kernel, dilation, groups in self.branch_specs
         )
         use_attention = attention and len(self.branch_specs) > 1
@@ -185,7 +208,7 @@ class SKConv(nn.Module):
 
     def _trains_with_autograd(self) -> bool:
         """Whether the memory-lean training function applies: autograd on, and every BN of the
-        unit (branches and fuse) a training-mode BatchNorm2d after a bias-free convolution."""
+        unit (branches and fuse) a training-mode BatchNorm after a bias-free convolution."""
         units = list(self.branches)
         if self.attention is not None:
             units.append(self.attention.fuse)
@@ -193,18 +216,26 @@ class SKConv(nn.Module):
             _trains_bn(unit) and unit.conv.bias is None for unit in units
         )
 
+    def branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """What each branch reads: ``x`` itself, or with ``split_input`` its m-th channel slice."""
+        if self.split_input:
+            return list(x.chunk(len(self.branches), dim=1))
+        return [x] * len(self.branches)
+
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Each branch folds an eval-mode BN into its convolution, the pool reads each branch
         once, and without autograd the Select writes into the branch outputs."""
         if len(self.branches) == 1:
             return self.branches[0](x)
         inplace = not torch.is_grad_enabled()
-        features = [branch(x) for branch in self.branches]
+        parts = self.branch_inputs(x)
+        features = [branch(part) for branch, part in zip(self.branches, parts, strict=True)]
         weights = None
         if self.attention is not None:
-            pooled = features[0].mean((-2, -1))
+            spatial = spatial_dims(self.dims)
+            pooled = features[0].mean(spatial)
             for feature in features[1:]:
-                pooled = pooled + feature.mean((-2, -1))
+                pooled = pooled + feature.mean(spatial)
             weights = self.attention(pooled)
         return select(features, weights, inplace)
 
@@ -215,7 +246,10 @@ class SKConv(nn.Module):
         project_spec: ConvSpec | None = None,
     ) -> torch.Tensor:
         """Training with autograd: keep the branch convolution outputs, recompute the rest."""
-        conv_outs = [branch.convolve(x) for branch in self.branches]
+        parts = self.branch_inputs(x)
+        conv_outs = [
+            branch.convolve(part) for branch, part in zip(self.branches, parts, strict=True)
+        ]
         bns = [branch.bn for branch in self.branches]
         running = [(bn.running_mean, bn.running_var, _bn_momentum(bn), bn.eps) for bn in bns]
         tensors = [*conv_outs, *(bn.weight for bn in bns), *(bn.bias for bn in bns)]
@@ -227,14 +261,31 @@ class SKConv(nn.Module):
         return SKTrain.apply(self.attention, project_spec, running, *tensors)
 
 
+class SKConv1d(SKConv):
+    """:class:`SKConv` on signals ``[N, C, L]`` (Conv1d branches, the pool over L)."""
+
+    dims = 1
+
+
+class SKConv3d(SKConv):
+    """:class:`SKConv` on volumes ``[N, C, D, H, W]`` (Conv3d branches, the pool over D, H, W)."""
+
+    dims = 3
+
+
+LOCAL_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+"""BatchNorms that normalise over this process's batch (``SyncBatchNorm`` does not: the fused
+path, which calls the BN kernel itself, leaves it to its module)."""
+
+
 def _trains_bn(unit: nn.Module) -> bool:
     """Whether ``unit`` is a conv + training-mode BN (+ ReLU) that the fused path can run."""
     bn = getattr(unit, "bn", None)
-    return isinstance(bn, nn.BatchNorm2d) and bn.training and bn.affine
+    return isinstance(bn, LOCAL_BATCH_NORMS) and bn.training and bn.affine
 
 
-def _bn_momentum(bn: nn.BatchNorm2d) -> float:
-    """The running-average factor :class:`torch.nn.BatchNorm2d` would use for this batch."""
+def _bn_momentum(bn: nn.Module) -> float:
+    """The running-average factor the BatchNorm module would use for this batch."""
     if bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
         if bn.momentum is None:

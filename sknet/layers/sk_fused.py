@@ -8,16 +8,20 @@ and ``V`` are recomputed in the backward (cheap element-wise passes instead of s
 and since one function sees the whole unit, its backward recomputes each ``U_m`` once and joins
 the gradients that reach ``U_m`` through the pool (Eq. 2) and through the Select (Eq. 6) in one
 pass. For two branches the Select is one fused pass, ``V = U_2 + a_1 (U_1 - U_2)``: the softmax
-weights sum to one, so ``a_1`` is the sigmoid of the logit difference.
+weights sum to one, so ``a_1`` is the sigmoid of the logit difference. Everything here works on
+``[N, C, *spatial]`` tensors of 1, 2 or 3 spatial dimensions.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from sknet.layers.conv_bn import CONV_FUNCTIONS
 
 ConvSpec = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]
 """``(stride, padding, dilation, groups)`` of a convolution."""
@@ -44,11 +48,21 @@ def bn_relu(
     return out.relu_() if relu else out
 
 
+def per_channel(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` [N, C] shaped to broadcast over the spatial axes of ``like`` [N, C, ...]."""
+    return values.view(*values.shape, *[1] * (like.dim() - 2))
+
+
+def spatial(x: torch.Tensor) -> tuple[int, ...]:
+    """The spatial axes of an ``[N, C, *spatial]`` tensor."""
+    return tuple(range(2, x.dim()))
+
+
 def affine_per_sample(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """``scale * x + shift`` with ``scale``, ``shift`` of shape [N, C] (one value per sample and
     channel): for a contiguous NCHW ``x``, the BN pass of :func:`bn_relu` over N*C channels."""
     if not x.is_contiguous():
-        scale, shift = (t.to(x.dtype)[:, :, None, None] for t in (scale, shift))
+        scale, shift = (per_channel(t.to(x.dtype), x) for t in (scale, shift))
         return torch.addcmul(shift, x, scale)
     dtype = torch.promote_types(x.dtype, torch.float32)
     batch, channels = x.shape[:2]
@@ -72,7 +86,7 @@ def select(
             out = out.add_(feature) if inplace else out + feature
         return out
     dtype = features[0].dtype
-    weight = [weights[:, m, :, None, None].to(dtype) for m in range(len(features))]
+    weight = [per_channel(weights[:, m], features[0]).to(dtype) for m in range(len(features))]
     if len(features) == 2:
         if inplace:
             return features[1].lerp_(features[0], weight[0])
@@ -162,12 +176,13 @@ class SKTrain(torch.autograd.Function):
             features.append(out.relu_())
             stats += [batch_mean, invstd]
             if attention is not None:
-                branch_pool = out.mean((-2, -1))
+                branch_pool = out.mean(spatial(out))
                 pooled = branch_pool if pooled is None else pooled + branch_pool
         weights = None if attention is None else attention(pooled)
         out = select(features, weights, inplace=True)
         if project_weight is not None:
-            out = F.conv2d(out, project_weight.to(out.dtype), None, *project_spec)
+            convolution = CONV_FUNCTIONS[out.dim() - 2]
+            out = convolution(out, project_weight.to(out.dtype), None, *project_spec)
         ctx.attention, ctx.project_spec = attention, project_spec
         ctx.eps = [eps for *_, eps in running]
         ctx.save_for_backward(
@@ -197,7 +212,7 @@ class SKTrain(torch.autograd.Function):
             stride, padding, dilation, groups = ctx.project_spec
             grad, grad_project, _ = torch.ops.aten.convolution_backward(
                 grad, select(features, weights, inplace=False), project_weight.to(dtype),
-                None, stride, padding, dilation, False, [0, 0], groups,
+                None, stride, padding, dilation, False, [0] * (grad.dim() - 2), groups,
                 [True, ctx.needs_input_grad[-1], False],
             )
             if grad_project is not None:
@@ -208,17 +223,17 @@ class SKTrain(torch.autograd.Function):
             sum_dtype = torch.promote_types(dtype, torch.float32)
             if branches == 2:
                 # V = U_2 + a_1 (U_1 - U_2) depends on a_1 only.
-                grad_a = (features[0] - features[1]).mul_(grad).sum((-2, -1), dtype=sum_dtype)
+                grad_a = (features[0] - features[1]).mul_(grad).sum(spatial(grad), dtype=sum_dtype)
                 grad_weights = torch.stack((grad_a, torch.zeros_like(grad_a)), 1)
             else:
                 grad_weights = torch.stack(
-                    [(grad * u).sum((-2, -1), dtype=sum_dtype) for u in features], 1
+                    [(grad * u).sum(spatial(grad), dtype=sum_dtype) for u in features], 1
                 )
             grad_pooled, *grad_attention = attention_backward(
                 ctx.attention, pooled, weights, grad_weights
             )
             # d pooled / d U_m = 1 / (H W) for every branch (Eq. 2), joined with the Select's.
-            area = grad.shape[-2] * grad.shape[-1]
+            area = math.prod(grad.shape[2:])
             grad_pooled = grad_pooled / area
             grads_pre_relu = [
                 affine_per_sample(grad, weights[:, m], grad_pooled) for m in range(branches)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from sknet.layers import ConvBnAct, SKConv, init_weights
+from sknet.layers.init import CONVS
 from sknet.models.weights_io import save_pretrained
 
 
@@ -94,9 +95,11 @@ class Backbone(nn.Module):
 
 def input_channels(model: nn.Module) -> int:
     """Channels the model takes: those of its first convolution."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    first = next((m for m in model.modules() if isinstance(m, CONVS)), None)
     if first is None:
-        raise ValueError(f"{type(model).__name__} has no Conv2d to read its input channels from")
+        raise ValueError(
+            f"{type(model).__name__} has no convolution to read its input channels from"
+        )
     return first.in_channels
 
 
