@@ -2,8 +2,9 @@
 
 ``import sknet`` loads the layers, the models and their tools. The task functions
 ``sknet.train``, ``sknet.evaluate`` and ``sknet.analyze`` are loaded on first use (from
-:mod:`sknet.training`, :mod:`sknet.evaluation` and :mod:`sknet.analysis`), so that evaluating,
-exporting or analysing never loads the training loop.
+:mod:`sknet.training`, :mod:`sknet.evaluation` and :mod:`sknet.analysis`), so that a program
+that evaluates, exports or analyses weights never imports the training loop (the ``sknet``
+command line builds every subcommand's parser, the training flags included, and so loads it).
 """
 
 import importlib

@@ -17,16 +17,20 @@ from typing import Any
 
 from sknet.analysis import FILES, analyze, format_findings
 from sknet.atomic import write_json
+from sknet.devices import DEVICE_HELP
 from sknet.evaluation import evaluate
 from sknet.export import export_checkpoint
 from sknet.models import list_models
 from sknet.predict import format_prediction, predict
 from sknet.profiling import format_derivations, format_table, report
+from sknet.trained import WEIGHTS_HELP
 from sknet.training import train
 from sknet.training.config import options, parse_numbers
 
-WEIGHTS = "training --out folder, weights folder (model.safetensors + config.json), " \
-    "X.safetensors or last.pt"
+PREDICT_WEIGHTS = (
+    "training --out folder, weights folder or X.safetensors (their config holds the "
+    "preprocessing; a bare last.pt does not)"
+)
 
 
 class UserError(Exception):
@@ -151,10 +155,12 @@ def _parent() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(add_help=False)
 
 
-def _weights_options(required: bool = True) -> argparse.ArgumentParser:
+def _weights_options(
+    required: bool = True, help: str = WEIGHTS_HELP
+) -> argparse.ArgumentParser:
     parent = _parent()
     parent.add_argument("--checkpoint", required=required, default=None, metavar="PATH",
-                        help=WEIGHTS)
+                        help=help)
     return parent
 
 
@@ -167,7 +173,7 @@ def _data_options() -> argparse.ArgumentParser:
 
 def _device_options() -> argparse.ArgumentParser:
     parent = _parent()
-    parent.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    parent.add_argument("--device", default="auto", help=DEVICE_HELP)
     return parent
 
 
@@ -196,7 +202,7 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
                         help="continue the run of a last.pt")
     parser.add_argument("--config", default=None, metavar="YAML",
                         help="settings file; options here win")
-    for name, option, _ in options():
+    for name, option in options():
         flag = "--" + name.replace("_", "-")
         if option.parse is None:
             parser.add_argument(flag, action="store_true", help=option.help)
@@ -214,8 +220,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         parents=[_weights_options(required=False), _data_options(), _loader_options(),
                  _device_options()],
         help="top-1/top-5 error of trained weights by centre crop",
-        description="Evaluate trained weights (a training --out folder, a folder with "
-        "model.safetensors + config.json, X.safetensors, or a training last.pt) on a dataset.",
+        description=f"Evaluate trained weights on a dataset ({WEIGHTS_HELP}).",
     )
     parser.add_argument("weights", nargs="?", default=None, metavar="WEIGHTS",
                         help="deprecated spelling of --checkpoint")
@@ -279,7 +284,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "predict",
-        parents=[_weights_options(), _device_options()],
+        parents=[_weights_options(help=PREDICT_WEIGHTS), _device_options()],
         help="top classes and probabilities of images",
         description="Classify image files with trained weights, preprocessed as their config "
         "says (resize, centre crop, mean/std, grey for one-channel models), and print the top "
@@ -333,7 +338,7 @@ def _weights_argument(args: argparse.Namespace) -> None:
         )
         args.checkpoint = args.weights
     if args.checkpoint is None:
-        raise UserError(f"the weights to evaluate are missing: --checkpoint PATH ({WEIGHTS})")
+        raise UserError(f"the weights to evaluate are missing: --checkpoint PATH; {WEIGHTS_HELP}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,9 +67,15 @@ def all_sum(values: list[float], processes: Processes) -> list[float]:
     return tensor.tolist()
 
 
-def default_workers(parallel: bool) -> int:
-    """Data-loader processes: none where they do not help (``parallel`` false: tensors in
-    memory), else up to 8 per training process, leaving a core to each."""
+DEVICE_HELP = "auto (default), cpu, cuda, cuda:N"
+
+
+def default_workers(parallel: bool, requested: int | None = None) -> int:
+    """Data-loader processes: ``requested`` if given; else none where they do not help
+    (``parallel`` false: tensors in memory), else up to 8 per training process, leaving a core to
+    each."""
+    if requested is not None:
+        return requested
     if not parallel:
         return 0
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -109,12 +109,12 @@ def evaluate(
         ``{"weights", "model", "data", "results": {size: {"top1_err", "top5_err", "images",
         "skipped"}}}``.
     """
-    trained = open_trained(weights, data)
+    trained = open_trained(weights, data, flag="--checkpoint")
     record = trained.record
     sizes = list(sizes or record.get("eval_sizes") or [record["preprocessing"]["input_size"]])
     processes = single_process(device)
     model = trained.model.to(processes.device)
-    workers = default_workers(trained.source.loader_workers) if workers is None else workers
+    workers = default_workers(trained.source.loader_workers, workers)
     results = {}
     for size in sizes:
         loader = val_loader(

@@ -29,13 +29,18 @@ WEIGHTS_HELP = (
 )
 
 
+def _where(path: str | os.PathLike, flag: str) -> str:
+    """How messages name a path: with the option it came from, if any."""
+    return f"{flag} {path}" if flag else str(path)
+
+
 def read_checkpoint(path: str | os.PathLike, flag: str = "--resume") -> dict[str, Any]:
     """Read a ``last.pt`` safely (``weights_only``); damaged or foreign files fail in one line.
 
     ``flag`` names the option the path came from, for the error messages.
     """
     path = Path(path)
-    where = f"{flag} {path}" if flag else str(path)
+    where = _where(path, flag)
     state = read_torch_file(path, "checkpoint", where)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{where}: not an sknet training checkpoint (last.pt)")
@@ -118,8 +123,7 @@ def load_trained(
         model, record = _from_checkpoint(path, flag)
     else:
         if not path.exists() or not weight_paths(path)[0].exists():
-            where = f"{flag} {weights}" if flag else str(weights)
-            raise FileNotFoundError(f"{where}: no weights there; {WEIGHTS_HELP}")
+            raise FileNotFoundError(f"{_where(weights, flag)}: no weights there; {WEIGHTS_HELP}")
         model = load_pretrained(path)
         record = model.pretrained_config
     return path, model.eval(), record

@@ -214,6 +214,23 @@ def test_cli_prints_the_findings_and_takes_every_option(tiny_run, tmp_path, caps
     assert report["channel_group"] == 2 and len(groups) == 4
 
 
+def test_in_memory_data_is_analysed_without_loader_processes(tiny_run, tmp_path, monkeypatch):
+    """Digits are tensors in memory: loader processes would only cost their start-up."""
+    import sknet.analysis.run as run
+
+    workers = []
+    loader = run.DataLoader
+
+    def spy(*args, **kwargs):
+        workers.append(kwargs["num_workers"])
+        return loader(*args, **kwargs)
+
+    monkeypatch.setattr(run, "DataLoader", spy)
+    analyze(tiny_run, out=tmp_path / "a", **QUICK)
+    analyze(tiny_run, out=tmp_path / "b", workers=1, **QUICK)
+    assert workers == [0, 1]
+
+
 def test_scales_off_one_decimal_are_labelled_and_analysed(tiny_run, tmp_path, capsys):
     """`--scales 1.0 1.25 1.5 2.0` (a README command) once recursed forever in its label."""
     assert [scale_label(s) for s in (1.0, 1.25, 1.5, 2.0, 3.125)] == [

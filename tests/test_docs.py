@@ -24,12 +24,14 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import save_file
 
 import sknet
 from sknet.cli import build_parser, main
 from sknet.models.timm_weights import IMAGENET_PREPROCESSING
+from sknet.training.config import check_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -37,8 +39,6 @@ BLOCK = re.compile(
     r"(?:<!-- docs-check: (?P<marker>[^>]*?) -->\n)?```(?P<language>\w*)\n(?P<body>.*?)^```",
     re.DOTALL | re.MULTILINE,
 )
-SETUP = ("python3", "pip", ".venv/bin/pip", ".venv/bin/ruff", ".venv/bin/python")
-"""Commands of the set-up lines, which the fresh-clone check runs, not this test."""
 SPECS = ("digits", "synthetic")
 """``--data`` values that name built-in data rather than a path."""
 
@@ -104,7 +104,7 @@ def _absent_inputs(arguments: list[str], launcher: str) -> list[str]:
     if launcher == "torchrun":
         return ["several processes (torchrun)"]
     args = build_parser().parse_args(arguments)
-    reads = [getattr(args, name, None) for name in ("checkpoint", "resume", "config")]
+    reads = [getattr(args, name, None) for name in ("checkpoint", "weights", "resume", "config")]
     reads += list(getattr(args, "images", None) or [])
     data = getattr(args, "data", None)
     if data is not None and data.split(":")[0] not in SPECS:
@@ -118,11 +118,9 @@ def _absent_inputs(arguments: list[str], launcher: str) -> list[str]:
 
 def run_shell(block: Block, tally: Tally) -> None:
     for command in shell_commands(block.body):
-        if command[0] in SETUP and sknet_arguments(command) is None:
-            continue
         arguments = sknet_arguments(command)
         if arguments is None:
-            continue
+            continue  # set-up lines (venv, pip, ruff, pytest): the fresh-clone check runs them
         shown = f"{block.document}:{block.line}: {shlex.join(command)}"
         try:
             absent = _absent_inputs(arguments, command[0])
@@ -146,6 +144,19 @@ def run_python(block: Block, namespace: dict, tally: Tally) -> None:
     started = time.perf_counter()
     exec(code, namespace)
     tally.ran.append(f"{shown}: python block ({time.perf_counter() - started:.1f} s)")
+
+
+def check_data(block: Block, tally: Tally) -> None:
+    """A YAML block is a ``--config`` file (every key a training setting); a JSON block parses
+    (and, if it is one, is a weights config with the keys our reader needs)."""
+    shown = f"{block.document}:{block.line}"
+    if block.language == "yaml":
+        check_keys(yaml.safe_load(block.body), shown)
+    else:
+        record = json.loads(block.body)
+        if record.get("format") == "sknet-pretrained":
+            assert {"model", "kwargs", "num_classes", "format_version"} <= set(record), shown
+    tally.ran.append(f"{shown}: {block.language} block")
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +204,8 @@ def test_every_command_and_code_line_runs_as_shown(workspace, monkeypatch, capsy
             run_shell(block, tally)
         elif block.language == "python":
             run_python(block, namespaces.setdefault(block.document, {}), tally)
+        elif block.language in ("yaml", "json"):
+            check_data(block, tally)
     with capsys.disabled():
         print("\ndocs check: ran", *tally.ran, sep="\n  ")
         print("parsed only:", *tally.parsed, sep="\n  ")

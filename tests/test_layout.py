@@ -5,7 +5,10 @@ and a README Layout table that agrees with the tree."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,16 +33,18 @@ def _target(name: str) -> str | None:
     return name or None
 
 
-def imports(module: str) -> set[str]:
-    """Every sknet module that ``module`` imports, anywhere in its body (functions included,
-    and ``importlib.import_module("sknet...")`` with a literal name)."""
-    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+def imports(module: str, source: str | None = None) -> set[str]:
+    """Every sknet module that ``module`` (or ``source`` in its place) imports, anywhere in its
+    body: functions included, and ``importlib.import_module("sknet...")`` with a literal name."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8") if source is None else source)
     found = set()
     for node in ast.walk(tree):
         names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{module}: a relative import; write sknet.... in full")
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.module:
             # `from package import submodule` loads the submodule; `import name` the module.
             names = [f"{node.module}.{alias.name}" for alias in node.names]
         elif (
@@ -75,6 +80,29 @@ def reachable(module: str) -> set[str]:
 def test_the_graph_sees_imports_inside_functions():
     assert "sknet.training" in GRAPH["sknet"]  # through sknet.TASKS
     assert "sknet.models.factory" in GRAPH["sknet.models"]
+    hidden = (
+        "def f():\n    from sknet.training import loop\n"
+        "def g():\n    import sknet.analysis.run\n"
+        "def h():\n    importlib.import_module('sknet.export')\n"
+    )
+    assert imports("sknet.devices", hidden) == {
+        "sknet.training.loop", "sknet.analysis.run", "sknet.export"
+    }
+    with pytest.raises(AssertionError, match="relative import"):
+        imports("sknet.devices", "from .data import open_data\n")
+
+
+def test_evaluation_and_inference_do_not_load_the_training_loop():
+    """At run time too: importing the inference-side modules leaves sknet.training unloaded."""
+    code = (
+        "import sys; import sknet, sknet.evaluation, sknet.analysis, sknet.export, "
+        "sknet.predict, sknet.trained, sknet.convert, sknet.profiling; "
+        "print([m for m in sys.modules if m.startswith('sknet.training')])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
 
 
 def test_no_import_cycle():
@@ -112,7 +140,7 @@ def test_layers_below_models_below_tasks(importer, forbidden):
 def test_the_loading_boundary():
     """The registry is pure data, the weights format knows no model, the timm map builds none."""
     assert GRAPH["sknet.models.registry"] == set()
-    assert not _under(GRAPH["sknet.models.weights_io"], "sknet.models")
+    assert not _under(reachable("sknet.models.weights_io"), "sknet.models")
     timm = reachable("sknet.models.timm_weights")
     assert not {"sknet.models.factory", "sknet.models.registry"} & timm
     for module, path in MODULES.items():

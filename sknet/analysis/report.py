@@ -25,12 +25,10 @@ def numbers(values: torch.Tensor) -> Any:
     return [numbers(item) for item in values] if values.dim() else number(float(values))
 
 
-
 def branch_label(branch: Sequence[int]) -> str:
     """``3x3`` or ``3x3 dil 2`` for a ``(kernel, dilation, groups)`` branch."""
     kernel, dilation = branch[0], branch[1]
     return f"{kernel}x{kernel}" + (f" dil {dilation}" if dilation > 1 else "")
-
 
 
 def difference_label(report: dict[str, Any]) -> str:
@@ -49,7 +47,6 @@ def difference_label(report: dict[str, Any]) -> str:
 def large_label(report: dict[str, Any]) -> str:
     unit = report["units"][report["unit"]]
     return branch_label(unit["branches"][unit["large"]])
-
 
 
 def sample_report(

@@ -32,11 +32,9 @@ from sknet.trained import open_trained
 
 SAMPLE_SEED = 0
 """Seed of the two "randomly sampled" images of Figure 3a,b when none are given."""
-FORMAT = "sknet-attention-analysis"
 FILES = ("analysis.json", "units.csv", "channels.csv", "classes.csv",
          "fig3a.png", "fig3b.png", "fig3c.png", "fig4.png")
 """Everything :func:`analyze` writes into its output folder."""
-
 
 
 def _check_choices(
@@ -162,7 +160,7 @@ def analyze(
     )
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, [index * len(dataset) // limit for index in range(limit)])
-    workers = default_workers(trained.source) if workers is None else workers
+    workers = default_workers(trained.source.loader_workers, workers)
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers,
         pin_memory=chosen_device.type == "cuda",

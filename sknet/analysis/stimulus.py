@@ -51,7 +51,6 @@ def enlarge(images: torch.Tensor, scale: float) -> torch.Tensor:
     return batch[0] if single else batch
 
 
-
 def scale_label(scale: float) -> str:
     """``1.0x``, ``1.5x``, ``1.25x``: the paper's way of writing an object size (one decimal
     at least, more where the scale needs them)."""

@@ -27,7 +27,6 @@ IMAGENET_STD = (1 / 255, 1 / 255, 1 / 255)
 does, which is ``(x - mean) / (1/255)`` for torchvision's [0, 1] tensors."""
 
 
-
 def read_image(path: str):
     """Decode ``path`` fully as RGB (``load`` catches truncated files that ``open`` accepts)."""
     from PIL import Image

@@ -15,7 +15,6 @@ SYNTHETIC_IMAGES = 12_800
 """Training images of ``--data synthetic`` (50 steps of batch 256 per epoch)."""
 
 
-
 class _SyntheticImages(Dataset):
     """Image ``i`` of class ``i % classes``: its class's smooth pattern plus per-image noise.
 

@@ -29,6 +29,7 @@ def parse_branches(
     fields: Sequence[str] = ("kernel", "dilation", "groups"),
     owner: str = "SK",
     note: str = "",
+    kind: str = "branch",
 ) -> tuple[tuple[int, ...], ...]:
     """Validate a branch list such as ``[(3, 1, 32), (3, 2, 32)]`` and return it as tuples.
 
@@ -37,18 +38,20 @@ def parse_branches(
         fields: what each int is (their count is the length every branch must have).
         owner: the model or layer the branches are for, in error messages.
         note: appended to the error message (e.g. where the missing field comes from).
+        kind: what a branch is called in the message (e.g. ``"depthwise branch"``).
     """
     described = ", ".join(fields)
     parsed = []
     for branch in branches:
         if len(branch) != len(fields) or not all(isinstance(v, int) and v >= 1 for v in branch):
+            count = {2: "two", 3: "three"}.get(len(fields), str(len(fields)))
             raise ValueError(
-                f"{owner} branch {tuple(branch)!r} must be {len(fields)} positive ints "
+                f"{owner} branch {tuple(branch)!r} must be {count} positive ints "
                 f"({described}){note}"
             )
         parsed.append(tuple(branch))
     if not parsed:
-        raise ValueError(f"{owner} needs at least one branch ({described})")
+        raise ValueError(f"{owner} needs at least one {kind} ({described})")
     return tuple(parsed)
 
 

@@ -1,8 +1,9 @@
-"""The ResNeXt bottleneck with a pluggable middle convolution, and the one backbone built from it.
+"""The ResNet family's blocks with a pluggable convolution, and the one backbone built from them.
 
-ResNeXt, SENet and SKNet (Table 1) differ only in the block: the middle 3x3 is a grouped conv or
-an SK convolution, and SENet gates the block output. ImageNet and CIFAR layouts differ only in
-the stem and the number of stages.
+ResNeXt, SENet and SKNet (Table 1) differ only in the block: the middle 3x3 of the bottleneck is a
+grouped conv or an SK convolution, and SENet gates the block output. The basic block (two 3x3
+convolutions, ResNet-18/34) takes an SK convolution as its first 3x3: timm's SK-ResNet-18/34.
+ImageNet and CIFAR layouts differ only in the stem and the number of stages.
 """
 
 from __future__ import annotations
@@ -15,12 +16,68 @@ from torch import nn
 from sknet.layers import DEFAULT_BRANCHES, ConvBnAct, SKConv, SqueezeExcite, parse_branches
 from sknet.models.base import Backbone, conv_pool_stem, stage_level
 
+BLOCKS = ("bottleneck", "basic")
+"""The block types of :class:`ResNeXt`."""
 
-class Bottleneck(nn.Module):
+
+def selective_conv(
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    branches: Sequence[Sequence[int]],
+    attention: bool,
+    reduction: int,
+    min_dim: int,
+    split_input: bool = False,
+) -> nn.Module:
+    """The pluggable convolution: :class:`~sknet.layers.ConvBnAct` for a single branch (a plain
+    or grouped conv), :class:`~sknet.layers.SKConv` for several (an SK unit)."""
+    if len(branches) == 1:
+        kernel, dilation, groups = branches[0]
+        return ConvBnAct(in_channels, out_channels, kernel, stride, dilation, groups)
+    return SKConv(
+        in_channels, out_channels, stride, branches, reduction, min_dim, attention, split_input
+    )
+
+
+class _Residual(nn.Module):
+    """What the blocks share: SE on the block output, the shortcut, the final ReLU."""
+
+    def _add_shortcut(
+        self, in_channels: int, out_channels: int, stride: int, se_reduction: int | None
+    ) -> None:
+        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else None
+        self.downsample = (
+            ConvBnAct(in_channels, out_channels, 1, stride, act=False)
+            if stride != 1 or in_channels != out_channels
+            else None
+        )
+        self.act = nn.ReLU(inplace=True)
+
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self._convolutions(x)
+        if self.se is not None:
+            out = self.se(out)
+        # In place: no autograd function keeps this sum's first operand (BN and the SE product
+        # keep their inputs), and the next ReLU then works in the same buffer.
+        return self.act(out.add_(shortcut))
+
+
+def _then(first: nn.Module, second: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
+    """``second(first(x))``; an SK unit runs fused with the convolution after it."""
+    if isinstance(first, SKConv):
+        return first.forward_into(x, second)
+    return second(first(x))
+
+
+class Bottleneck(_Residual):
     """``1x1 -> middle (stride here) -> 1x1 [-> SE]`` plus a shortcut, then ReLU.
 
-    The middle is :class:`~sknet.layers.ConvBnAct` for a single branch (ResNeXt's grouped 3x3)
-    and :class:`~sknet.layers.SKConv` for several (an SK unit).
+    The middle is :func:`selective_conv`: ResNeXt's grouped 3x3, or an SK unit.
 
     Args:
         in_channels: block input channels.
@@ -32,6 +89,7 @@ class Bottleneck(nn.Module):
         reduction: SK r.
         min_dim: SK L.
         se_reduction: add SE with this r on the block output (``None``: no SE).
+        split_input: SK branches read their share of the input channels.
     """
 
     def __init__(
@@ -45,42 +103,70 @@ class Bottleneck(nn.Module):
         reduction: int,
         min_dim: int,
         se_reduction: int | None,
+        split_input: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = ConvBnAct(in_channels, width, 1)
-        if len(branches) == 1:
-            kernel, dilation, groups = branches[0]
-            self.conv2: nn.Module = ConvBnAct(width, width, kernel, stride, dilation, groups)
-        else:
-            self.conv2 = SKConv(width, width, stride, branches, reduction, min_dim, attention)
-        self.conv3 = ConvBnAct(width, out_channels, 1, act=False)
-        self.se = SqueezeExcite(out_channels, se_reduction) if se_reduction else None
-        self.downsample = (
-            ConvBnAct(in_channels, out_channels, 1, stride, act=False)
-            if stride != 1 or in_channels != out_channels
-            else None
+        self.conv2 = selective_conv(
+            width, width, stride, branches, attention, reduction, min_dim, split_input
         )
-        self.act = nn.ReLU(inplace=True)
+        self.conv3 = ConvBnAct(width, out_channels, 1, act=False)
+        self._add_shortcut(in_channels, out_channels, stride, se_reduction)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        mid = self.conv1(x)
-        if isinstance(self.conv2, SKConv):
-            out = self.conv2.forward_into(mid, self.conv3)
-        else:
-            out = self.conv3(self.conv2(mid))
-        if self.se is not None:
-            out = self.se(out)
-        # In place: no autograd function keeps this sum's first operand (BN and the SE product
-        # keep their inputs), and the next ReLU then works in the same buffer.
-        return self.act(out.add_(shortcut))
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        return _then(self.conv2, self.conv3, self.conv1(x))
+
+
+class BasicBlock(_Residual):
+    """``3x3 (stride here) -> 3x3 [-> SE]`` plus a shortcut, then ReLU (ResNet-18/34).
+
+    The first 3x3 is :func:`selective_conv`: a plain 3x3, or an SK unit (SK-ResNet, whose
+    branches in timm split the input channels between them).
+
+    Args:
+        in_channels: block input channels.
+        out_channels: channels of both convolutions and of the block output.
+        stride: stride of the first convolution and of the projection shortcut.
+        branches: ``(kernel, dilation, groups)`` per branch of the first convolution.
+        attention: SK attention across branches (else their plain sum).
+        reduction: SK r.
+        min_dim: SK L.
+        se_reduction: add SE with this r on the block output (``None``: no SE).
+        split_input: SK branches read their share of the input channels.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        branches: Sequence[Sequence[int]],
+        attention: bool,
+        reduction: int,
+        min_dim: int,
+        se_reduction: int | None,
+        split_input: bool = False,
+    ) -> None:
+        super().__init__()
+        self.conv1 = selective_conv(
+            in_channels, out_channels, stride, branches, attention, reduction, min_dim,
+            split_input,
+        )
+        self.conv2 = ConvBnAct(out_channels, out_channels, 3, act=False)
+        self._add_shortcut(in_channels, out_channels, stride, se_reduction)
+
+    def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
+        return _then(self.conv1, self.conv2, x)
 
 
 class ResNeXt(Backbone):
-    """ResNeXt-style network: stem, stages of :class:`Bottleneck`, global pool, fc.
+    """ResNet-family network: stem, stages of :class:`Bottleneck` or :class:`BasicBlock`, global
+    pool, fc. With bottlenecks it is ResNeXt, SENet or SKNet (Table 1); with basic blocks
+    ResNet-18/34 or timm's SK-ResNet-18/34.
 
-    Stage ``i`` (0-based) has middle width ``cardinality * base_width * 2**i`` and output
-    ``base_out * 2**i``; every stage after the first halves the resolution in its first block.
+    Stage ``i`` (0-based) has output ``base_out * 2**i`` and, in a bottleneck, middle width
+    ``cardinality * base_width * 2**i``; every stage after the first halves the resolution in its
+    first block.
 
     Args:
         depths: blocks per stage ({3,4,6,3} for the 50-layer models, Table 1).
@@ -96,6 +182,9 @@ class ResNeXt(Backbone):
         base_out: output channels of the first stage.
         num_classes: classifier outputs.
         in_chans: input image channels.
+        block: ``"bottleneck"`` (1x1, middle, 1x1) or ``"basic"`` (two 3x3: the first one is the
+            pluggable convolution; ``cardinality`` and ``base_width`` do not apply).
+        split_input: SK branches read their share of the input channels (timm's SK-ResNet).
     """
 
     def __init__(
@@ -113,9 +202,14 @@ class ResNeXt(Backbone):
         base_out: int = 256,
         num_classes: int = 1000,
         in_chans: int = 3,
+        block: str = "bottleneck",
+        split_input: bool = False,
     ) -> None:
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"ResNeXt: block must be one of {', '.join(BLOCKS)}, got {block!r}")
         branch_specs = parse_branches(branches)
+        sk = (attention, reduction, min_dim, se_reduction, split_input)
         if stem == "imagenet":
             self.stem, stem_level = conv_pool_stem(in_chans, stem_channels, 7)
             stem_reduction = 4
@@ -136,10 +230,9 @@ class ResNeXt(Backbone):
             for block_index in range(depth):
                 stride = 2 if index > 0 and block_index == 0 else 1
                 blocks.append(
-                    Bottleneck(
-                        in_channels, width, out_channels, stride, branch_specs,
-                        attention, reduction, min_dim, se_reduction,
-                    )
+                    Bottleneck(in_channels, width, out_channels, stride, branch_specs, *sk)
+                    if block == "bottleneck"
+                    else BasicBlock(in_channels, out_channels, stride, branch_specs, *sk)
                 )
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))

@@ -29,7 +29,7 @@ def parse_depthwise_branches(branches: Sequence[Sequence[int]]) -> tuple[Depthwi
     """Validate ``[(kernel, dilation), ...]`` for depthwise branches and return it as tuples."""
     return parse_branches(
         branches, ("kernel", "dilation"), "ShuffleNetV2",
-        "; the groups of a depthwise branch are its channels",
+        "; the groups of a depthwise branch are its channels", "depthwise branch",
     )
 
 

@@ -206,7 +206,7 @@ def read_timm(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
         loaded: Any = read_weights(path)
     else:
         loaded = read_torch_file(
-            path, "weights file (safetensors, or a torch.save file of tensors only)"
+            path, "weights file", hint="safetensors, or a torch.save file of tensors only"
         )
     config_path = folder / CONFIG_NAME
     config = read_json(config_path) if config_path.exists() else {}

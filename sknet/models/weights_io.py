@@ -187,13 +187,16 @@ def read_weights(path: PathLike) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def read_torch_file(path: PathLike, what: str, where: str | None = None) -> Any:
+def read_torch_file(
+    path: PathLike, what: str, where: str | None = None, hint: str = "truncated or corrupt?"
+) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only.
 
     Args:
         path: the file.
         what: what the file should be, for the error message (e.g. ``"checkpoint"``).
         where: how to name the file in messages (default: its path).
+        hint: what an unreadable file probably is, in the message.
 
     Raises:
         FileNotFoundError: no such file.
@@ -210,7 +213,7 @@ def read_torch_file(path: PathLike, what: str, where: str | None = None) -> Any:
         text = str(error).strip()
         first_line = text.splitlines()[0] if text else type(error).__name__
         raise ValueError(
-            f"{where}: not a readable {what} (truncated or corrupt?): {first_line}"
+            f"{where}: not a readable {what} ({hint}): {first_line}"
         ) from None
 
 

@@ -92,7 +92,8 @@ def save_checkpoint(
     progress: Progress,
     rng: list[dict[str, Any]],
 ) -> None:
-    """Write ``last.pt`` atomically; ``rng`` holds every process's :func:`rng_state`."""
+    """Write ``last.pt`` atomically; ``rng`` holds every process's :func:`rng_state` (their
+    number is the run's ``world_size``)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -109,9 +110,24 @@ def save_checkpoint(
         "best": progress.best,
         "skipped": sorted(progress.skipped),
         "rng": rng,
+        "world_size": len(rng),
     }
     with atomic_path(path) as temporary:
         torch.save(state, temporary)
+
+
+def resume_changes(state: Mapping[str, Any], config: TrainConfig, world_size: int) -> list[str]:
+    """What makes a resumed run differ from the uninterrupted one: a changed learning-rate
+    schedule (:func:`schedule_change`) or another number of processes (each keeps its own
+    BatchNorm statistics, so the global batches are the same but the weights drift)."""
+    changes = []
+    schedule = schedule_change(state, config)
+    if schedule:
+        changes.append(f"a changed learning-rate schedule: {schedule}")
+    saved = int(state["world_size"])
+    if saved != world_size:
+        changes.append(f"{world_size} process(es) where {saved} saved it")
+    return changes
 
 
 def schedule_change(state: Mapping[str, Any], config: TrainConfig) -> str | None:

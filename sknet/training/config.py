@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from sknet.devices import DEVICE_HELP
 from sknet.training.recipe import Recipe, milestone_epochs, recipe_for, step_lr
 
 
@@ -73,14 +74,14 @@ class TrainConfig:
 
     Attributes:
         data: ``--data`` spec (see :func:`sknet.data.open_data`).
-        model: registered model name (default per dataset: :data:`~sknet.training.recipe.
-            DEFAULT_MODELS`).
+        model: registered model name (default per dataset:
+            :data:`~sknet.training.recipe.DEFAULT_MODELS`).
         model_kwargs: overrides of the model's registered config (e.g. ``{"attention": False}``).
         out: output directory.
         epochs, batch_size, lr, momentum, weight_decay, label_smoothing, lr_milestones, lr_gamma,
-        input_size, eval_sizes, min_scale: the recipe (see :class:`~sknet.training.recipe.
-            Recipe`); ``batch_size`` is global (split over processes) and ``lr`` defaults to the
-            recipe's, scaled linearly.
+        input_size, eval_sizes, min_scale: the recipe (see
+            :class:`~sknet.training.recipe.Recipe`); ``batch_size`` is global (split over
+            processes) and ``lr`` defaults to the recipe's, scaled linearly.
         seed: run seed (model init, shuffling, augmentation).
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``.
         amp: autocast mixed precision with ``amp_dtype`` (``bf16`` or ``fp16``, the latter with a
@@ -131,7 +132,7 @@ class TrainConfig:
         "smallest area fraction of the random-size crop", parse=float
     ))
     seed: int = field(default=0, metadata=_flag(parse=int))
-    device: str = field(default="auto", metadata=_flag("auto (default), cpu, cuda, cuda:N"))
+    device: str = field(default="auto", metadata=_flag(DEVICE_HELP))
     amp: bool = field(default=False, metadata=_flag("mixed precision (autocast)", parse=None))
     amp_dtype: str = field(default="bf16", metadata=_flag(
         "autocast dtype (default bf16)", choices=("bf16", "fp16")
@@ -164,10 +165,9 @@ RECIPE_SETTINGS = [
 ``eval_sizes`` follows the input size: :func:`resolve`)."""
 
 
-def options() -> list[tuple[str, Option, Any]]:
-    """``(name, option, default)`` of every setting, in declaration order (the CLI's flags)."""
-    defaults = asdict(TrainConfig())
-    return [(f.name, f.metadata["option"], defaults[f.name]) for f in fields(TrainConfig)]
+def options() -> list[tuple[str, Option]]:
+    """``(name, option)`` of every setting, in declaration order (the CLI's flags)."""
+    return [(f.name, f.metadata["option"]) for f in fields(TrainConfig)]
 
 
 def check_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:

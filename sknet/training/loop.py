@@ -41,9 +41,9 @@ from sknet.trained import read_checkpoint
 from sknet.training import reports
 from sknet.training.checkpoint import (
     Progress,
+    resume_changes,
     rng_state,
     save_checkpoint,
-    schedule_change,
     set_rng_state,
 )
 from sknet.training.config import TrainConfig, layer, lr_at, resolve
@@ -100,10 +100,7 @@ class Trainer:
         if config.compile:
             self.net = torch.compile(self.net)
 
-        workers = default_workers(source.loader_workers) if config.workers is None else (
-            config.workers
-        )
-        self.workers = workers
+        workers = self.workers = default_workers(source.loader_workers, config.workers)
         train_set = source.train_set(config.input_size, config.min_scale)
         self.sampler = EpochBatches(
             len(train_set), config.batch_size, config.seed, processes.rank, processes.world_size
@@ -119,7 +116,7 @@ class Trainer:
         )
 
         self.progress = Progress(skipped={item.path for item in source.skipped})
-        self.schedule_note = None
+        self.resume_notes: list[str] = []
         if state is not None:
             self._restore(state)
         else:
@@ -168,7 +165,7 @@ class Trainer:
         skipped = self.progress.skipped
         self.progress = Progress.restored(state, self.processes.main)
         self.progress.skipped |= skipped
-        self.schedule_note = schedule_change(state, self.config)
+        self.resume_notes = resume_changes(state, self.config, self.processes.world_size)
         rng = state["rng"]
         set_rng_state(rng[self.processes.rank % len(rng)])
 
@@ -367,8 +364,8 @@ class Trainer:
                 self.log(f"left out {len(self.source.skipped)} file(s) that are not images or are "
                          f"empty, e.g. {self.source.skipped[0].path}; list in "
                          f"{self.out / 'skipped_files.txt'}")
-            if self.schedule_note:
-                self.log(f"resuming under a changed learning-rate schedule: {self.schedule_note}")
+            for note in self.resume_notes:
+                self.log(f"resuming under {note}")
             params = sum(p.numel() for p in self.model.parameters())
             self.log(
                 f"training {self.config.model} ({params:,} parameters) on {self.config.data} "
