@@ -10,20 +10,23 @@ layers in the same order, the stride in the middle convolution, "same" padding, 
 
 * ``stem.0.conv``, ``stem.0.bn`` -> ``conv1``, ``bn1``; ``fc`` -> ``fc``;
 * ``stages.{i}.{j}`` -> ``layer{i+1}.{j}``, and in each block:
-* ResNeXt and SE blocks: ``conv{k}.conv``, ``conv{k}.bn`` -> ``conv{k}``, ``bn{k}``;
-* SK blocks: ``conv1``/``conv3`` keep their names; ``conv2.branches.{m}`` -> ``conv2.paths.{m}``
-  (the same order: 3x3, then 3x3 with dilation 2); ``conv2.attention.fuse.conv``/``.bn`` ->
-  ``conv2.attn.fc_reduce``/``conv2.attn.bn`` (Eq. 3); ``conv2.attention.select`` ->
-  ``conv2.attn.fc_select`` (one 1x1 conv to M*C logits, read as [M, C] by both);
+* ResNet, ResNeXt and SE blocks: ``conv{k}.conv``, ``conv{k}.bn`` -> ``conv{k}``, ``bn{k}``;
+* SK blocks: the plain convolutions keep their names (``conv{k}.conv``, ``conv{k}.bn``); in the
+  SK one (``conv2`` of a bottleneck, ``conv1`` of a basic block) ``branches.{m}`` ->
+  ``paths.{m}`` (the same order: 3x3, then 3x3 with dilation 2), ``attention.fuse.conv``/``.bn``
+  -> ``attn.fc_reduce``/``attn.bn`` (Eq. 3), ``attention.select`` -> ``attn.fc_select`` (one 1x1
+  conv to M*C logits, read as [M, C] by both);
 * ``downsample.conv``/``.bn`` -> ``downsample.0``/``.1``; ``se.fc1``, ``se.fc2`` unchanged.
 
 timm's SK attention is ours: it pools the sum of the branches, reduces to
 ``d = max(C/16, 32)`` channels (its ``make_divisible(C/16, 32)`` gives the same for every width
 of these models), applies BN and ReLU, and takes a softmax over the branch axis; our two-branch
-Select (``U_2 + a_1 (U_1 - U_2)``) is the same sum rearranged. Its SE is ours too
-(``C -> C/16 -> C`` 1x1 convs with bias, ReLU, sigmoid, on the block output before the
-shortcut). timm's ``legacy_*`` SENets are not: their stem pools with ``ceil_mode`` and no padding;
-nor are its ``skresnet*`` (split input, no groups) or ``*d`` models (deep stem, pooled shortcut).
+Select (``U_2 + a_1 (U_1 - U_2)``) is the same sum rearranged. Its SK-ResNet-18/34 are our basic
+blocks with SK in the first 3x3: ungrouped branches, each reading half of the input channels
+(``split_input``), and ``d = make_divisible(C/8, 16)``, which is our ``max(C/8, 16)`` for their
+widths 64-512. Its SE is ours too (``C -> C/16 -> C`` 1x1 convs with bias, ReLU, sigmoid, on the
+block output before the shortcut). timm's ``legacy_*`` SENets are not: their stem pools with
+``ceil_mode`` and no padding; nor are its ``*d`` models (deep stem, pooled shortcut).
 """
 
 from __future__ import annotations
@@ -55,10 +58,14 @@ TIMM_ARCHITECTURES: dict[str, str] = {
     "resnext101_32x4d": "resnext101_32x4d",
     "seresnext50_32x4d": "seresnext50_32x4d",
     "seresnext101_32x4d": "seresnext101_32x4d",
+    "skresnet18": "skresnet18",
+    "skresnet34": "skresnet34",
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
 }
 """timm architecture -> our model that computes the same network (checked by the tests)."""
 
-_SUPPORTED = "timm import/export covers the ImageNet ResNeXt models: " + ", ".join(
+_SUPPORTED = "timm import/export covers the ImageNet ResNet-family models: " + ", ".join(
     f"{ours} (timm's {theirs})" for theirs, ours in TIMM_ARCHITECTURES.items()
 )
 
@@ -94,11 +101,11 @@ _PLAIN_BLOCK = (
     *_SHARED_BLOCK,
 )
 _SK_BLOCK = (
-    (r"conv([13])\.(conv|bn)\.", r"conv\1.\2."),
-    (r"conv2\.branches\.(\d+)\.(conv|bn)\.", r"conv2.paths.\1.\2."),
-    (r"conv2\.attention\.fuse\.conv\.", "conv2.attn.fc_reduce."),
-    (r"conv2\.attention\.fuse\.bn\.", "conv2.attn.bn."),
-    (r"conv2\.attention\.select\.", "conv2.attn.fc_select."),
+    (r"conv(\d)\.(conv|bn)\.", r"conv\1.\2."),
+    (r"conv(\d)\.branches\.(\d+)\.(conv|bn)\.", r"conv\1.paths.\2.\3."),
+    (r"conv(\d)\.attention\.fuse\.conv\.", r"conv\1.attn.fc_reduce."),
+    (r"conv(\d)\.attention\.fuse\.bn\.", r"conv\1.attn.bn."),
+    (r"conv(\d)\.attention\.select\.", r"conv\1.attn.fc_select."),
     *_SHARED_BLOCK,
 )
 _BLOCK = re.compile(r"stages\.(\d+)\.(\d+)\.(.*)")

@@ -56,6 +56,30 @@ register_model(
         ),
     ),
 )
+# ResNet-18/34 and timm's SK-ResNet-18/34 (not in the paper): basic blocks, SK in the first 3x3 of
+# each, ungrouped branches on half of the input channels each, d = max(C/8, 16).
+BASIC = {"block": "basic", "base_out": 64}
+SK_RESNET = {
+    "branches": ((3, 1, 1), (3, 2, 1)), "split_input": True, "reduction": 8, "min_dim": 16,
+}
+register_model(
+    "resnet18", ResNeXt, depths=(2, 2, 2, 2), branches=((3, 1, 1),), **BASIC,
+    paper=Paper("torchvision's weights, timm's resnet18.tv_in1k (not in the paper)", "11.69M",
+                top1_224=30.24),
+)
+register_model(
+    "resnet34", ResNeXt, depths=(3, 4, 6, 3), branches=((3, 1, 1),), **BASIC,
+    paper=Paper("torchvision's weights, timm's resnet34.tv_in1k (not in the paper)", "21.80M",
+                top1_224=26.69),
+)
+register_model(
+    "skresnet18", ResNeXt, depths=(2, 2, 2, 2), **BASIC, **SK_RESNET,
+    paper=Paper("timm's skresnet18.ra_in1k (not in the paper)", "11.96M", top1_224=26.98),
+)
+register_model(
+    "skresnet34", ResNeXt, depths=(3, 4, 6, 3), **BASIC, **SK_RESNET,
+    paper=Paper("timm's skresnet34.ra_in1k (not in the paper)", "22.28M", top1_224=23.04),
+)
 register_model(
     "sknet26", ResNeXt, depths=(2, 2, 2, 2), **SK_2_32_16,
     paper=Paper("Figure 2 (plotted only, no printed numbers)"),
