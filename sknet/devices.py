@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,23 @@ def all_sum(values: list[float], processes: Processes) -> list[float]:
 
 
 DEVICE_HELP = "auto (default), cpu, cuda, cuda:N"
+
+
+def gather(value: Any, processes: Processes) -> list[Any]:
+    """``value`` of every process, by rank (any picklable object)."""
+    if processes.world_size == 1:
+        return [value]
+    everyone: list[Any] = [None] * processes.world_size
+    dist.all_gather_object(everyone, value)
+    return everyone
+
+
+def broadcast_buffers(model: nn.Module, processes: Processes) -> None:
+    """Give every process rank 0's buffers (BatchNorm statistics: DDP averages gradients, but
+    each process updates its statistics from its own share of the batch)."""
+    if processes.world_size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
 
 
 def default_workers(parallel: bool, requested: int | None = None) -> int:

@@ -17,11 +17,16 @@ from torch import nn
 
 from sknet.data import Source, open_data
 from sknet.models import create_model, load_pretrained
+from sknet.models.timm_weights import is_timm_source
 from sknet.models.weights_io import check_version, load_state_into, read_torch_file, weight_paths
 
 CHECKPOINT_FORMAT = "sknet-train-state"
 CHECKPOINT_VERSION = 1
 """``last.pt``: the ``format`` and ``version`` entries every checkpoint carries."""
+
+RUN_FILES = ("best.safetensors", "model.safetensors", "last.pt")
+"""What a folder of weights is read for, in order: a training run's best, a release, a run's
+resume state."""
 
 WEIGHTS_HELP = (
     "pass a training --out folder, a folder with model.safetensors + config.json, an "
@@ -42,10 +47,15 @@ def read_checkpoint(path: str | os.PathLike, flag: str = "--resume") -> dict[str
     path = Path(path)
     where = _where(path, flag)
     state = read_torch_file(path, "checkpoint", where)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not is_checkpoint(state):
         raise ValueError(f"{where}: not an sknet training checkpoint (last.pt)")
     check_version(state.get("version"), CHECKPOINT_VERSION, where)
     return state
+
+
+def is_checkpoint(loaded: Any) -> bool:
+    """Whether what a ``.pt`` file holds is our training checkpoint (else, e.g., timm weights)."""
+    return isinstance(loaded, dict) and loaded.get("format") == CHECKPOINT_FORMAT
 
 
 @dataclass
@@ -76,9 +86,11 @@ class Trained:
         return dict(recorded) if {"input_size", "mean", "std"} <= set(recorded) else None
 
 
-def _from_checkpoint(path: Path, flag: str) -> tuple[nn.Module, dict[str, Any]]:
+def _from_checkpoint(
+    path: Path, state: dict[str, Any], flag: str
+) -> tuple[nn.Module, dict[str, Any]]:
     """The network of a ``last.pt`` and a record shaped like a weights config."""
-    state = read_checkpoint(path, flag)
+    check_version(state.get("version"), CHECKPOINT_VERSION, _where(path, flag))
     saved, settings = state["model_config"], state["config"]
     model = create_model(
         saved["name"], num_classes=int(saved["num_classes"]), **dict(saved["kwargs"])
@@ -101,8 +113,9 @@ def load_trained(
 
     Args:
         weights: a training ``out`` folder (its ``best.safetensors``, else its ``last.pt``), a
-            folder with ``model.safetensors`` + ``config.json``, an ``X.safetensors`` file, or a
-            training ``last.pt``.
+            folder with ``model.safetensors`` + ``config.json``, an ``X.safetensors`` file, a
+            training ``last.pt``, or timm's weights (a hub folder, ``.safetensors``, ``.pth``,
+            ``.pt``, ``.bin``: see :func:`sknet.from_timm`).
         flag: the option ``weights`` came from (e.g. ``--checkpoint``), for error messages.
 
     Returns:
@@ -115,16 +128,20 @@ def load_trained(
     """
     path = Path(weights)
     if path.is_dir():
-        for name in ("best.safetensors", "model.safetensors", "last.pt"):
-            if (path / name).exists():
-                path = path / name
-                break
-    if path.suffix == ".pt":
-        model, record = _from_checkpoint(path, flag)
-    else:
-        if not path.exists() or not weight_paths(path)[0].exists():
+        found = [path / name for name in RUN_FILES if (path / name).exists()]
+        if found:
+            path = found[0]
+        elif not is_timm_source(path):
             raise FileNotFoundError(f"{_where(weights, flag)}: no weights there; {WEIGHTS_HELP}")
-        model = load_pretrained(path)
+    elif not path.exists() or (path.suffix == ".json" and not weight_paths(path)[0].exists()):
+        raise FileNotFoundError(f"{_where(weights, flag)}: no weights there; {WEIGHTS_HELP}")
+    loaded = None
+    if path.suffix == ".pt":
+        loaded = read_torch_file(path, "checkpoint", _where(path, flag))
+    if is_checkpoint(loaded):
+        model, record = _from_checkpoint(path, loaded, flag)
+    else:
+        model = load_pretrained(path)  # our released format, or timm's files
         record = model.pretrained_config
     return path, model.eval(), record
 

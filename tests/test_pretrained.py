@@ -49,14 +49,32 @@ def test_a_safetensors_file_keeps_its_config_beside_it(model, tmp_path):
     assert len(features(x)) == 3
 
 
-def test_weights_of_another_model_or_class_count_fail_clearly(model, tmp_path):
+def test_weights_of_another_model_fail_clearly(model, tmp_path):
     sknet.save_pretrained(model, tmp_path / "w")
     with pytest.raises(ValueError, match="holds weights of model 'sknet_digits', not 'sknet26'"):
         sknet.create_model("sknet26", pretrained=tmp_path / "w")
-    with pytest.raises(ValueError, match=r"10-class classifier, not 5.*reset_classifier"):
-        sknet.create_model("sknet_digits", pretrained=tmp_path / "w", num_classes=5)
     with pytest.raises(ValueError, match=r"do not fit model 'sknet_digits'.*shape mismatches"):
         sknet.create_model("sknet_digits", pretrained=tmp_path / "w", base_out=32)
+
+
+def test_another_class_count_keeps_the_backbone_and_says_so(model, tmp_path, caplog):
+    """Fine-tuning's first step, as timm and torchvision users write it."""
+    sknet.save_pretrained(model, tmp_path / "w")
+    torch.manual_seed(5)
+    tuned = sknet.create_model("sknet_digits", pretrained=tmp_path / "w", num_classes=5)
+    assert tuned.num_classes == 5 and tuned.config["num_classes"] == 5
+    own = model.state_dict()
+    kept = {key: value for key, value in tuned.state_dict().items() if not key.startswith("fc.")}
+    assert kept and all(torch.equal(value, own[key]) for key, value in kept.items())
+    assert tuned.fc.weight.shape == (5, own["fc.weight"].shape[1])
+    assert "kept the backbone" in caplog.text
+    assert "re-initialised the classifier for 5" in caplog.text
+    torch.manual_seed(5)
+    again = sknet.load_pretrained(tmp_path / "w", num_classes=5)  # the same, seeded the same
+    assert torch.equal(again.fc.weight, tuned.fc.weight)
+    caplog.clear()
+    sknet.create_model("sknet_digits", pretrained=tmp_path / "w", num_classes=10)
+    assert "re-initialised" not in caplog.text  # the same count: the file's own classifier
 
 
 def test_a_config_that_lies_about_the_weights_fails_clearly(model, tmp_path):

@@ -3,7 +3,9 @@
 Specs (:func:`open_data`), one module each:
 
 * ``digits``: scikit-learn's ``load_digits`` (1,797 real 8x8 grey images, shipped with
-  scikit-learn), a fixed stratified 80/20 train/val split, upsampled to the recipe's input size.
+  scikit-learn), a fixed stratified 80/20 train/val split, upsampled to the recipe's input size;
+  ``digits:5-9:10``: some of the digits (here 5-9, relabelled 0-4), at most 10 training images
+  each.
 * ``PATH``: an ImageNet-layout folder, ``PATH/train/CLASS/*.jpg`` and ``PATH/val/CLASS/*.jpg``.
 * ``cifar10:PATH`` / ``cifar100:PATH``: CIFAR in torchvision's format under ``PATH``.
 * ``synthetic`` / ``synthetic:N``: ``N`` (default 12,800) generated ImageNet-size training images
@@ -21,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sknet.data.cifar import CIFAR_FOLDERS, CIFAR_MEAN, CIFAR_STD, CifarSource
-from sknet.data.digits import DigitsSource
+from sknet.data.digits import DigitsSource, parse_digits
 from sknet.data.folders import (
     CROP_FRACTION,
     IMAGE_EXTENSIONS,
@@ -71,8 +73,8 @@ def open_data(spec: str, *, strict: bool = False, for_training: bool = True) -> 
         ValueError: an unusable dataset (no classes, an empty class folder, bad files with
             ``strict``).
     """
-    if spec == "digits":
-        return DigitsSource()
+    if spec == "digits" or spec.startswith("digits:"):
+        return parse_digits(spec)
     name, separator, path = spec.partition(":")
     if name == "synthetic":
         count = path or str(SYNTHETIC_IMAGES)

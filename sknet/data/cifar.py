@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from sknet.data.source import Seeded, Source, Transformed
+from sknet.data.source import Seeded, Source, Transformed, normalization
 
 CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
@@ -49,25 +49,34 @@ class CifarSource(Source):
         self.spec = f"{name}:{root}"
         self.class_names = list(self.train.classes)
 
-    def _normalize(self):
+    def _normalize(self, preprocessing: Mapping[str, Any] | None):
         from torchvision import transforms
 
-        return [transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)]
+        mean, std = normalization(preprocessing, CIFAR_MEAN, CIFAR_STD)
+        return [transforms.ToTensor(), transforms.Normalize(mean, std)]
 
-    def train_set(self, input_size: int, min_scale: float) -> Dataset:
+    def train_set(
+        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
+    ) -> Dataset:
         from torchvision import transforms
 
         return Seeded(self.train, transforms.Compose([
             transforms.RandomCrop(input_size, padding=4),
             transforms.RandomHorizontalFlip(),
-            *self._normalize(),
+            *self._normalize(preprocessing),
         ]))
 
     def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         from torchvision import transforms
 
         resize = [] if size == 32 else [transforms.Resize(size)]
-        return Transformed(self.val, transforms.Compose([*resize, *self._normalize()]))
+        return Transformed(
+            self.val, transforms.Compose([*resize, *self._normalize(preprocessing)])
+        )
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train)
 
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {

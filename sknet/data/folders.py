@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from sknet.data.source import Seeded, Skipped, Source, Transformed
+from sknet.data.source import Seeded, Skipped, Source, Transformed, normalization
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CROP_FRACTION = 0.875
@@ -139,19 +139,29 @@ class FolderSource(Source):
         self.val_files = _Files(val)
         self.skipped = tuple(skipped_train + skipped_val)
 
-    def train_set(self, input_size: int, min_scale: float) -> Dataset:
+    def train_set(
+        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
+    ) -> Dataset:
         from torchvision import transforms
 
+        mean, std = normalization(preprocessing, IMAGENET_MEAN, IMAGENET_STD)
+        interpolation = _interpolation(preprocessing or {}, "training")
         return Seeded(self.train_files, transforms.Compose([
-            transforms.RandomResizedCrop(input_size, scale=(min_scale, 1.0)),
+            transforms.RandomResizedCrop(
+                input_size, scale=(min_scale, 1.0), interpolation=interpolation
+            ),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            transforms.Normalize(mean, std),
         ]))
 
     def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         chosen = self.preprocessing(size) if preprocessing is None else preprocessing
         return Transformed(self.val_files, eval_transform(preprocessing_at(chosen, size)))
+
+    @property
+    def train_size(self) -> int:
+        return len(self.train_files)
 
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {
@@ -168,6 +178,19 @@ class _Convert:
 
     def __call__(self, image):
         return image.convert(self.mode)
+
+
+def _interpolation(preprocessing: Mapping[str, Any], source: str) -> Any:
+    """The torchvision interpolation mode a preprocessing config names (default bilinear)."""
+    from torchvision import transforms
+
+    name = preprocessing.get("interpolation", "bilinear")
+    try:
+        return transforms.InterpolationMode(name)
+    except ValueError:
+        raise ValueError(
+            f"{source}: unknown interpolation {name!r} in the preprocessing config"
+        ) from None
 
 
 def preprocessing_at(preprocessing: Mapping[str, Any], size: int) -> dict[str, Any]:
@@ -212,13 +235,7 @@ def eval_transform(
             f"{source}: {len(mean)} means and {len(std)} stds for a {channels}-channel input"
         )
     size = int(preprocessing["input_size"])
-    name = preprocessing.get("interpolation", "bilinear")
-    try:
-        interpolation = transforms.InterpolationMode(name)
-    except ValueError:
-        raise ValueError(
-            f"{source}: unknown interpolation {name!r} in the preprocessing config"
-        ) from None
+    interpolation = _interpolation(preprocessing, source)
     return transforms.Compose([
         _Convert("L" if channels == 1 else "RGB"),
         transforms.Resize(int(preprocessing.get("resize", size)), interpolation=interpolation),

@@ -53,23 +53,44 @@ class Source:
     skipped: tuple[Skipped, ...] = ()
     loader_workers: bool = True
 
-    def train_set(self, input_size: int, min_scale: float) -> Dataset:
-        """Augmented training images, indexed by :data:`SampleKey`."""
+    def train_set(
+        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
+    ) -> Dataset:
+        """Augmented training images, indexed by :data:`SampleKey`.
+
+        ``preprocessing``: what the network expects instead of the dataset's own (the starting
+        weights' ``mean``/``std`` when fine-tuning, and for image files their
+        ``interpolation``); see :meth:`val_set`.
+        """
         raise NotImplementedError
 
     def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         """Validation images prepared for evaluation at ``size`` (items may be :class:`Skipped`).
 
         ``preprocessing``: the evaluated weights' recorded preprocessing (e.g. imported timm
-        weights: bicubic, mean/std), followed where the dataset holds image files; its resize
-        ratio is kept at other sizes (:func:`preprocessing_at`). Default: the dataset's own.
-        In-memory datasets (digits, CIFAR, synthetic) always use their own.
+        weights: bicubic, mean/std). Datasets of image files follow all of it, keeping its
+        resize ratio at other sizes (:func:`~sknet.data.folders.preprocessing_at`); digits and
+        CIFAR, held in memory at their own size, follow its ``mean`` and ``std``; synthetic
+        images are generated normalised. Default: the dataset's own.
         """
         raise NotImplementedError
 
     def preprocessing(self, size: int) -> dict[str, Any]:
         """What a user must do to an image before the network sees it (saved with the weights)."""
         raise NotImplementedError
+
+    @property
+    def train_size(self) -> int:
+        """Training images (before augmentation)."""
+        raise NotImplementedError
+
+
+def normalization(
+    preprocessing: Mapping[str, Any] | None, mean: Sequence[float], std: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """The ``mean`` and ``std`` that ``preprocessing`` records, else the dataset's own."""
+    preprocessing = preprocessing or {}
+    return list(preprocessing.get("mean", mean)), list(preprocessing.get("std", std))
 
 
 class Transformed(Dataset):

@@ -57,7 +57,9 @@ class SyntheticSource(Source):
         self.val_images = max(1, train_images // 10)
         self.class_names = [f"class {index}" for index in range(self.classes)]
 
-    def train_set(self, input_size: int, min_scale: float) -> Dataset:
+    def train_set(
+        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
+    ) -> Dataset:
         from torchvision import transforms
 
         images = _SyntheticImages(self.train_images, 0, input_size, self.classes)
@@ -66,6 +68,10 @@ class SyntheticSource(Source):
     def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
         images = _SyntheticImages(self.val_images, self.train_images, size, self.classes)
         return Transformed(images, torch.nn.Identity())
+
+    @property
+    def train_size(self) -> int:
+        return self.train_images
 
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {

@@ -93,14 +93,19 @@ class Backbone(nn.Module):
         return units
 
 
-def input_channels(model: nn.Module) -> int:
-    """Channels the model takes: those of its first convolution."""
+def first_conv(model: nn.Module) -> nn.Module:
+    """The model's first convolution (the one that reads the input)."""
     first = next((m for m in model.modules() if isinstance(m, CONVS)), None)
     if first is None:
         raise ValueError(
             f"{type(model).__name__} has no convolution to read its input channels from"
         )
-    return first.in_channels
+    return first
+
+
+def input_channels(model: nn.Module) -> int:
+    """Channels the model takes: those of its first convolution."""
+    return first_conv(model).in_channels
 
 
 def _classifier(features: int, num_classes: int) -> nn.Module:

@@ -10,6 +10,7 @@ our file format (:mod:`sknet.models.weights_io`) and the timm translation
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,6 +41,9 @@ from sknet.models.weights_io import (
     read_weights,
 )
 
+LOG = logging.getLogger("sknet")
+"""Where loading says what it did beyond the obvious (a re-initialised classifier)."""
+
 
 def create_model(
     name: str,
@@ -55,7 +59,8 @@ def create_model(
     Args:
         name: a name from :func:`~sknet.models.list_models`.
         num_classes: classifier outputs (default: the model's dataset, 1000 for ImageNet; with
-            ``pretrained``, the file's, which it must equal).
+            ``pretrained``, the file's; another count keeps the pretrained backbone and gives a
+            freshly initialised classifier, which is logged on the ``sknet`` logger).
         pretrained: released weights to load (a directory with ``model.safetensors`` +
             ``config.json``, or ``X.safetensors`` with ``X.json``; see
             :mod:`sknet.models.weights_io`), or timm's (see :func:`from_timm`); their recorded
@@ -102,9 +107,9 @@ def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
     :func:`~sknet.models.weights_io.save_pretrained`).
 
     ``path`` may also hold timm weights (see :func:`from_timm`): the model is then the
-    counterpart of the timm architecture. ``overrides`` must not change the shapes (e.g.
-    ``num_classes``); the returned model carries the whole config as
-    ``model.pretrained_config`` (class names, preprocessing).
+    counterpart of the timm architecture. ``overrides`` must not change the shapes, except
+    ``num_classes`` (a new classifier on the pretrained backbone); the returned model carries the
+    whole config as ``model.pretrained_config`` (class names, preprocessing).
     """
     if is_timm_source(path):
         return from_timm(path, **overrides)
@@ -129,11 +134,10 @@ def _build_pretrained(
             f"sknet.load_pretrained({str(path)!r}) to build the model they belong to"
         )
     stored = int(config["num_classes"])
-    _check_classes(str(path), stored, num_classes)
     model = create_model(name, num_classes=stored, **{**config["kwargs"], **kwargs})
     load_state_into(model, read_weights(path), path)
     model.pretrained_config = config
-    return model
+    return fit_classifier(model, num_classes, str(path))
 
 
 def from_timm(
@@ -155,7 +159,8 @@ def from_timm(
             ``"model"`` and keys prefixed with ``module.`` are accepted.
         name: our model to build (default: the counterpart of the timm architecture that the
             model or ``config.json`` names, else the one whose keys and shapes the weights fit).
-        num_classes: must equal the classifier's outputs in the weights, if given.
+        num_classes: classifier outputs (default: the weights'); another count keeps the
+            backbone and re-initialises the classifier (logged).
         class_names: one per class (default: timm's ``label_names`` if recorded, else for 1000
             classes ImageNet-1k's WordNet ids as timm lists them, when timm is installed).
         preprocessing: overrides of the recorded preprocessing (default: timm's pretrained config
@@ -194,7 +199,6 @@ def from_timm(
         label = f"{label} (timm's {architecture})"
     head, stem = state.get("fc.weight"), state.get("conv1.weight")
     classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
-    _check_classes(label, classes, num_classes)
     if stem is not None and stem.ndim == 4 and stem.shape[1] != 3 and "in_chans" not in kwargs:
         kwargs["in_chans"] = int(stem.shape[1])
     name = _timm_counterpart(name, architecture, state, classes, kwargs, label)
@@ -213,16 +217,22 @@ def from_timm(
         preprocessing={**timm_preprocessing(config), **dict(preprocessing or {})},
         timm_architecture=architecture,
     )
+    return fit_classifier(model, num_classes, label)
+
+
+def fit_classifier(model: nn.Module, num_classes: int | None, label: str) -> nn.Module:
+    """``model`` with a ``num_classes``-way classifier: its own if the count is the same, else a
+    freshly initialised one (``reset_classifier``), which is logged; the backbone stays."""
+    if num_classes is None or num_classes == model.num_classes:
+        return model
+    before = model.num_classes
+    model.reset_classifier(num_classes)
+    kept = sum(1 for key in model.state_dict() if not key.startswith("fc."))
+    LOG.warning(
+        "%s: kept the backbone (%d tensors) and re-initialised the classifier for %d classes "
+        "(the weights have %d)", label, kept, num_classes, before,
+    )
     return model
-
-
-def _check_classes(label: str, stored: int, asked: int | None) -> None:
-    """Weights hold a ``stored``-class classifier; ``asked`` (if given) must be that."""
-    if asked is not None and asked != stored:
-        raise ValueError(
-            f"{label} holds a {stored}-class classifier, not {asked}; load it with its own "
-            f"class count and call model.reset_classifier({asked}) to fine-tune"
-        )
 
 
 def _timm_counterpart(

@@ -7,6 +7,7 @@ one field here: the CLI (:mod:`sknet.cli`), the YAML keys and the resolution fol
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -16,7 +17,13 @@ from typing import Any
 import yaml
 
 from sknet.devices import DEVICE_HELP
-from sknet.training.recipe import Recipe, milestone_epochs, recipe_for, step_lr
+from sknet.training.recipe import (
+    FINE_TUNING_STEPS,
+    Recipe,
+    milestone_epochs,
+    recipe_for,
+    step_lr,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,13 @@ class TrainConfig:
             :data:`~sknet.training.recipe.DEFAULT_MODELS`).
         model_kwargs: overrides of the model's registered config (e.g. ``{"attention": False}``).
         out: output directory.
+        pretrained: weights to fine-tune from (:mod:`sknet.training.transfer`); the network is
+            theirs, and the epochs the fine-tuning ones
+            (:data:`~sknet.training.recipe.FINE_TUNING_EPOCHS`).
+        freeze: fix the stem and the stages up to this one (``conv1``, ``conv2``, ...).
+        backbone_lr_scale: the backbone's learning rate over the classifier's.
+        preprocessing: overrides of how inputs are normalised (``mean``, ``std``,
+            ``interpolation``); fine-tuning starts from the weights' own.
         epochs, batch_size, lr, momentum, weight_decay, label_smoothing, lr_milestones, lr_gamma,
         input_size, eval_sizes, min_scale: the recipe (see
             :class:`~sknet.training.recipe.Recipe`); ``batch_size`` is global (split over
@@ -108,6 +122,22 @@ class TrainConfig:
         "e.g. '{attention: false}'", parse=parse_mapping, metavar="YAML"
     ))
     out: str = field(default="runs/train", metadata=_flag("output folder (default runs/train)"))
+    pretrained: str | None = field(default=None, metadata=_flag(
+        "fine-tune from these weights: a training --out folder, a weights folder or "
+        ".safetensors, a last.pt, or timm's files", metavar="WEIGHTS",
+    ))
+    freeze: str | None = field(default=None, metadata=_flag(
+        "keep the stem and the stages up to this one fixed (conv1 = the stem, conv2, ...)",
+        metavar="STAGE",
+    ))
+    backbone_lr_scale: float = field(default=1.0, metadata=_flag(
+        "the backbone's learning rate as a fraction of the classifier's (default 1)",
+        parse=float, metavar="F",
+    ))
+    preprocessing: dict[str, Any] = field(default_factory=dict, metadata=_flag(
+        "input preprocessing overrides: mean, std, interpolation (default: the --pretrained "
+        "weights', else the dataset's)", parse=parse_mapping, metavar="YAML",
+    ))
     epochs: int | None = field(default=None, metadata=_flag(parse=int))
     batch_size: int | None = field(default=None, metadata=_flag(
         "global batch size, split across processes", parse=int
@@ -213,14 +243,25 @@ def layer(
     return TrainConfig(**values)
 
 
-def resolve(config: TrainConfig, kind: str, model: str) -> TrainConfig:
-    """Fill every unset recipe field from the dataset family's recipe, and validate."""
-    recipe = recipe_for(kind, model)
+def resolve(
+    config: TrainConfig, kind: str, model: str, train_size: int | None = None
+) -> TrainConfig:
+    """Fill every unset recipe field from the dataset family's recipe, and validate.
+
+    When fine-tuning, unset ``epochs`` are the fine-tuning recipe's, raised until the run has
+    :data:`~sknet.training.recipe.FINE_TUNING_STEPS` steps over ``train_size`` images.
+    """
+    fine_tuning = config.pretrained is not None
+    recipe = recipe_for(kind, model, fine_tuning)
     values = asdict(config)
     values["model"] = model
+    epochs_unset = values["epochs"] is None
     for name in RECIPE_SETTINGS:
         if values[name] is None:
             values[name] = getattr(recipe, name)
+    if fine_tuning and epochs_unset and train_size:
+        steps = max(1, train_size // values["batch_size"])
+        values["epochs"] = max(values["epochs"], math.ceil(FINE_TUNING_STEPS / steps))
     if values["eval_sizes"] is None:
         sizes = [values["input_size"] if s == recipe.input_size else s for s in recipe.eval_sizes]
         values["eval_sizes"] = list(dict.fromkeys(sizes))
@@ -244,6 +285,10 @@ def resolve(config: TrainConfig, kind: str, model: str) -> TrainConfig:
             (not 0 < resolved.min_scale <= 1, "min scale must be in (0, 1]"),
             (resolved.amp_dtype not in ("bf16", "fp16"), "amp dtype must be bf16 or fp16"),
             (resolved.save_every < 0, "save-every must be >= 0"),
+            (
+                not 0 <= resolved.backbone_lr_scale <= 1,
+                "backbone lr scale must be in [0, 1] (a fraction of the classifier's)",
+            ),
         )
         if bad
     ]

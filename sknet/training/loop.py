@@ -16,21 +16,23 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sknet.data import EpochBatches, Source, collate, open_data
+from sknet.data import EpochBatches, Source, collate, open_data, preprocessing_at
 from sknet.devices import (
     Processes,
     all_sum,
+    broadcast_buffers,
     default_workers,
+    gather,
     setup_processes,
     teardown_processes,
 )
@@ -48,6 +50,17 @@ from sknet.training.checkpoint import (
 )
 from sknet.training.config import TrainConfig, layer, lr_at, resolve
 from sknet.training.recipe import DEFAULT_MODELS
+from sknet.training.transfer import (
+    Start,
+    adapt,
+    check_start,
+    freeze,
+    frozen_modules,
+    keep_frozen,
+    load_start,
+    parameter_groups,
+    start_preprocessing,
+)
 
 
 class TrainingDiverged(ValueError):
@@ -63,6 +76,7 @@ class Trainer:
         processes: this process's place in the run.
         state: the checkpoint to resume from, if any.
         command: the command line to record.
+        start: the weights to fine-tune from (not on resume: the checkpoint holds the model).
     """
 
     def __init__(
@@ -72,6 +86,7 @@ class Trainer:
         processes: Processes,
         state: dict[str, Any] | None,
         command: str,
+        start: Start | None = None,
     ) -> None:
         self.config = config
         self.source = source
@@ -82,10 +97,19 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
-        self.model = self._build_model(state)
+        self.notes: list[str] = []
+        self.model = self._build_model(state, start)
+        self.frozen = frozen_modules(self.model, config.freeze)
+        if self.frozen:
+            count = freeze(self.frozen)
+            self.notes.append(f"froze conv1-{config.freeze} ({count:,} parameters, BN statistics)")
+        if config.backbone_lr_scale != 1.0:
+            self.notes.append(
+                f"the backbone learns at {config.backbone_lr_scale:g} x the classifier's lr"
+            )
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum,
-            weight_decay=config.weight_decay,
+            parameter_groups(self.model, config.backbone_lr_scale), lr=config.lr,
+            momentum=config.momentum, weight_decay=config.weight_decay,
         )
         fp16 = config.amp and config.amp_dtype == "fp16"
         self.scaler = torch.amp.GradScaler(
@@ -101,7 +125,10 @@ class Trainer:
             self.net = torch.compile(self.net)
 
         workers = self.workers = default_workers(source.loader_workers, config.workers)
-        train_set = source.train_set(config.input_size, config.min_scale)
+        self.preprocessing = preprocessing_at(
+            {**source.preprocessing(config.input_size), **config.preprocessing}, config.input_size
+        )
+        train_set = source.train_set(config.input_size, config.min_scale, self.preprocessing)
         self.sampler = EpochBatches(
             len(train_set), config.batch_size, config.seed, processes.rank, processes.world_size
         )
@@ -112,7 +139,8 @@ class Trainer:
         )
         self.per_process_batch = config.batch_size // processes.world_size
         self.val_loader = val_loader(
-            source, config.input_size, self.per_process_batch, workers, processes
+            source, config.input_size, self.per_process_batch, workers, processes,
+            self.preprocessing,
         )
 
         self.progress = Progress(skipped={item.path for item in source.skipped})
@@ -124,7 +152,7 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------
 
-    def _build_model(self, state: dict[str, Any] | None) -> nn.Module:
+    def _build_model(self, state: dict[str, Any] | None, start: Start | None) -> nn.Module:
         config = self.config
         kwargs = dict(config.model_kwargs)
         entry = get_entry(config.model)
@@ -138,16 +166,23 @@ class Trainer:
                     f"--resume: the checkpoint has {saved['num_classes']} classes but --data "
                     f"{config.data} has {classes}; resume on the data it was trained on"
                 )
-            if saved["name"] != config.model or dict(saved["kwargs"]) != kwargs:
+            # A fine-tuning run's network is its weights' (their kwargs, adapted channels).
+            expected = saved["kwargs"] if config.pretrained else kwargs
+            if saved["name"] != config.model or dict(saved["kwargs"]) != expected:
                 raise ValueError(
                     f"--resume: the checkpoint is of model {saved['name']!r} "
                     f"{dict(saved['kwargs']) or ''}, not {config.model!r} {kwargs or ''}; "
                     "resume with the same --model, --model-kwargs and --data, or start a new --out"
                 )
+            kwargs = dict(saved["kwargs"])
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
-        model = create_model(config.model, num_classes=classes, **kwargs)
+        if start is not None and state is None:
+            model, notes = adapt(start, self.source.class_names, self.source.channels)
+            self.notes += [f"fine-tuning {start.name} from {start.path}", *notes]
+        else:
+            model = create_model(config.model, num_classes=classes, **kwargs)
         if state is not None:
             load_state_into(model, state["model"], "--resume checkpoint")
         if config.sync_bn and self.processes.world_size > 1:
@@ -187,10 +222,7 @@ class Trainer:
             self._diverged("the training loss")
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
             self._diverged("the weights")
-        rng = [rng_state()]
-        if self.processes.world_size > 1:
-            rng = [None] * self.processes.world_size
-            dist.all_gather_object(rng, rng_state())
+        rng = gather(rng_state(), self.processes)
         if not self.processes.main:
             return
         saved = Progress(
@@ -218,7 +250,7 @@ class Trainer:
             save_pretrained(
                 self.model, self.out / "best.safetensors",
                 class_names=self.source.class_names,
-                preprocessing=self.source.preprocessing(self.config.input_size),
+                preprocessing=self.preprocessing,
                 dataset=self.config.data, eval_sizes=self.config.eval_sizes,
                 epoch=row["epoch"], top1_err=row["val_top1_err"], top5_err=row["val_top5_err"],
             )
@@ -238,24 +270,6 @@ class Trainer:
             f"{self.progress.step}; {kept}; lower --lr (now {lr_at(epoch, self.config):g})"
         )
 
-    def _gather_skipped(self, more: list[str]) -> None:
-        """Add ``more`` unreadable files, and every other process's, to the skipped set."""
-        self.progress.skipped.update(more)
-        if self.processes.world_size > 1:
-            everyone: list[set[str] | None] = [None] * self.processes.world_size
-            dist.all_gather_object(everyone, self.progress.skipped)
-            self.progress.skipped = set().union(*everyone)
-
-    def _share_buffers(self) -> None:
-        """Give every process rank 0's BatchNorm statistics, the ones that get saved.
-
-        DDP averages gradients but each process updates its running statistics from its own
-        share of the batch; validating with rank 0's makes the error that of the saved weights.
-        """
-        if self.processes.world_size > 1:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer, 0)
-
     def _check_finite(self, value: float, what: str) -> None:
         (value,) = all_sum([value], self.processes)
         if not math.isfinite(value):
@@ -274,9 +288,10 @@ class Trainer:
         config, state = self.config, self.progress
         lr = lr_at(state.epoch, config)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.sampler.set_epoch(state.epoch, state.step)
         self.net.train()
+        keep_frozen(self.frozen)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         loss_sum += state.epoch_sums[0]
         images_done, seconds = state.epoch_sums[1], state.epoch_sums[2]
@@ -318,14 +333,16 @@ class Trainer:
                     self._checkpoint()
         seconds += time.perf_counter() - started
         peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
-        self._share_buffers()
+        # Validate with rank 0's BatchNorm statistics: the error is then that of the saved weights.
+        broadcast_buffers(self.model, self.processes)
         total_loss, = all_sum([loss_sum.item()], self.processes)
         self._check_finite(total_loss, "the training loss")
         metrics = measure(
             self.model, self.val_loader, self.processes, config.channels_last,
             self.amp_dtype if config.amp else None,
         )
-        self._gather_skipped(metrics["skipped_paths"])
+        self.progress.skipped.update(metrics["skipped_paths"])
+        self.progress.skipped = set().union(*gather(self.progress.skipped, self.processes))
         row = {
             "epoch": state.epoch + 1,
             "lr": lr,
@@ -366,6 +383,8 @@ class Trainer:
                          f"{self.out / 'skipped_files.txt'}")
             for note in self.resume_notes:
                 self.log(f"resuming under {note}")
+            for note in self.notes:
+                self.log(note)
             params = sum(p.numel() for p in self.model.parameters())
             self.log(
                 f"training {self.config.model} ({params:,} parameters) on {self.config.data} "
@@ -403,7 +422,8 @@ class Trainer:
                 best_state = load_pretrained(self.out / "best.safetensors").state_dict()
                 self.model.load_state_dict(best_state)
             loader = val_loader(
-                self.source, size, self.per_process_batch, self.workers, self.processes
+                self.source, size, self.per_process_batch, self.workers, self.processes,
+                self.preprocessing,
             )
             metrics = measure(self.model, loader, self.processes, self.config.channels_last)
             results[str(size)] = {key: round(metrics[key], 4) for key in ("top1_err", "top5_err")}
@@ -443,9 +463,20 @@ def train(
         str(Path(resume).parent) if resume is not None else None,
     )
     source = open_data(config.data, strict=config.strict)
+    start = None
+    if config.pretrained is not None and state is None:
+        start = load_start(config.pretrained)
+        check_start(start, config.model, config.model_kwargs)
+        input_size = config.input_size
+        if input_size is None and source.kind == "imagenet":  # images resized from files
+            input_size = start.preprocessing.get("input_size")
+        config = replace(
+            config, model=start.name, input_size=input_size,
+            preprocessing={**start_preprocessing(start, source.channels), **config.preprocessing},
+        )
     model = config.model or DEFAULT_MODELS[source.kind]
     get_entry(model)  # an unknown name fails here, with suggestions
-    config = resolve(config, source.kind, model)
+    config = resolve(config, source.kind, model, source.train_size)
     out = Path(config.out)
     if state is None and (out / "last.pt").exists():
         raise ValueError(
@@ -457,6 +488,6 @@ def train(
         shown = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
         command = f"sknet.train({shown})"
     try:
-        return Trainer(config, source, processes, state, command).fit()
+        return Trainer(config, source, processes, state, command, start).fit()
     finally:
         teardown_processes(processes)

@@ -73,10 +73,28 @@ def is_lightweight(model: str) -> bool:
     return bool(getattr(get_entry(model), "lightweight", False))
 
 
-def recipe_for(kind: str, model: str) -> Recipe:
-    """The default recipe for dataset family ``kind`` and registered ``model``."""
+FINE_TUNING_EPOCHS = 0.3
+"""Fine-tuning (``--pretrained``) runs 30% of the family's epochs (rounded, at least one) with its
+learning rate and step schedule, for at least :data:`FINE_TUNING_STEPS` steps. A lower rate for
+the backbone (``--backbone-lr-scale``) or a frozen stem and stages (``--freeze``) are options:
+on the digits transfer of docs/training.md both did worse than the same rate everywhere."""
+
+FINE_TUNING_STEPS = 300
+"""The fewest optimizer steps a fine-tuning run takes by default: on a small dataset 30% of the
+epochs would be a few dozen steps, so the epochs rise until the run has this many."""
+
+
+def recipe_for(kind: str, model: str, fine_tuning: bool = False) -> Recipe:
+    """The default recipe for dataset family ``kind`` and registered ``model`` (from scratch, or
+    fine-tuning from pretrained weights)."""
     recipe = RECIPES[kind]
-    return replace(recipe, **LIGHTWEIGHT) if is_lightweight(model) else recipe
+    if is_lightweight(model):
+        recipe = replace(recipe, **LIGHTWEIGHT)
+    if fine_tuning:
+        recipe = replace(
+            recipe, epochs=max(1, math.floor(FINE_TUNING_EPOCHS * recipe.epochs + 0.5))
+        )
+    return recipe
 
 
 def milestone_epochs(epochs: int, fractions: Sequence[float]) -> list[int]:

@@ -1,0 +1,187 @@
+"""Fine-tuning: a run that starts from trained weights instead of He initialisation.
+
+``--pretrained WEIGHTS`` takes anything :func:`sknet.trained.load_trained` reads (a training run's
+folder, our weights folder or ``.safetensors``, a ``last.pt``, timm's files). The network is the
+weights' own; its classifier is kept only when it has the dataset's classes (the same count and,
+where the weights record class names, the same names), otherwise it is re-initialised. A grey
+dataset on colour weights (or the reverse) adapts the first convolution, exactly for grey
+inputs. ``--freeze convK`` keeps the stem (conv1) and the stages up to convK as they are (weights
+fixed, BatchNorm statistics frozen), and ``--backbone-lr-scale`` sets the rate of the rest of
+the backbone against the classifier's. Each step says what it did, in the run's log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from sknet.models.base import first_conv
+from sknet.trained import load_trained
+
+PREPROCESSING_KEYS = ("input_size", "resize", "interpolation", "mean", "std")
+"""What a fine-tuning run takes over from the starting weights' preprocessing."""
+
+
+@dataclass
+class Start:
+    """Starting weights: the file read, the network (train mode) and what was saved with it."""
+
+    path: Path
+    model: nn.Module
+    record: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.record["model"])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """The weights' preprocessing, as far as a dataset can follow it."""
+        recorded = self.record.get("preprocessing") or {}
+        return {key: recorded[key] for key in PREPROCESSING_KEYS if key in recorded}
+
+
+def load_start(weights: str) -> Start:
+    """Read ``--pretrained`` weights; a missing, damaged or foreign file fails in one line."""
+    path, model, record = load_trained(weights, "--pretrained")
+    return Start(path, model.train(), dict(record))
+
+
+def start_preprocessing(start: Start, channels: int) -> dict[str, Any]:
+    """The preprocessing a fine-tuning run takes from its weights, for data of ``channels``.
+
+    A colour network adapted to grey data (:func:`adapt_input_channels`) is exact only when
+    every channel is normalised alike; its mean and std become the averages of the three.
+    """
+    preprocessing = start.preprocessing
+    for key in ("mean", "std"):
+        values = list(preprocessing.get(key, []))
+        if channels == 1 and len(values) > 1:
+            preprocessing[key] = [sum(values) / len(values)]
+    return preprocessing
+
+
+def check_start(start: Start, model: str | None, model_kwargs: Mapping[str, Any]) -> None:
+    """``--model`` and ``--model-kwargs`` cannot build another network than the weights'."""
+    if model is not None and model != start.name:
+        raise ValueError(
+            f"--pretrained {start.path} holds weights of model {start.name!r}, not --model "
+            f"{model!r}; leave --model out to fine-tune {start.name!r}"
+        )
+    if model_kwargs:
+        raise ValueError(
+            f"--model-kwargs: the network is the one --pretrained {start.path} holds "
+            f"({start.name!r} {start.record.get('kwargs') or ''}); drop --model-kwargs"
+        )
+
+
+def adapt(
+    start: Start, class_names: Sequence[str], channels: int
+) -> tuple[nn.Module, list[str]]:
+    """The starting network fitted to a dataset: its input channels and classifier.
+
+    Returns:
+        The network and the log lines that say what was kept and what re-initialised. Call it
+        with the run's RNG seeded: a new classifier is drawn from it.
+    """
+    model = start.model
+    notes = []
+    before = first_conv(model).in_channels
+    if before != channels:
+        adapt_input_channels(model, channels)
+        notes.append(
+            f"adapted the first convolution from {before} to {channels} input channel(s) "
+            "(exact for grey images)"
+        )
+    recorded = [str(name) for name in start.record.get("class_names") or []]
+    same = model.num_classes == len(class_names) and (
+        not recorded or recorded == list(class_names)
+    )
+    tensors = len(model.state_dict())
+    if same:
+        notes.append(f"kept all {tensors} tensors, the classifier included (the same classes)")
+        return model, notes
+    previous = model.num_classes
+    model.reset_classifier(len(class_names))
+    kept = sum(1 for key in model.state_dict() if not key.startswith("fc."))
+    why = "another class count" if previous != len(class_names) else "other class names"
+    notes.append(
+        f"kept {kept} of {tensors} tensors; re-initialised the classifier ({previous} -> "
+        f"{len(class_names)} classes: {why})"
+    )
+    return model, notes
+
+
+def adapt_input_channels(model: nn.Module, channels: int) -> None:
+    """Give ``model``'s first convolution ``channels`` inputs, exactly for grey images: colour
+    weights summed for one channel, a grey weight spread over three (a third each)."""
+    conv = first_conv(model)
+    weight = conv.weight.detach()
+    if conv.in_channels == 3 and channels == 1:
+        adapted = weight.sum(1, keepdim=True)
+    elif conv.in_channels == 1 and channels == 3:
+        adapted = weight.repeat(1, 3, *[1] * (weight.dim() - 2)) / 3
+    else:
+        raise ValueError(
+            f"--pretrained: the weights take {conv.in_channels} input channels and the data has "
+            f"{channels}; only grey <-> colour (1 <-> 3) can be adapted"
+        )
+    conv.weight = nn.Parameter(adapted.contiguous())
+    conv.in_channels = channels
+    if getattr(model, "config", None):
+        model.config["kwargs"]["in_chans"] = channels
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """The names ``--freeze`` takes: ``conv1`` (the stem), then one per stage, paper-numbered."""
+    first = getattr(model, "first_stage_index", 2)
+    return ["conv1", *(f"conv{first + index}" for index in range(len(model.stages)))]
+
+
+def frozen_modules(model: nn.Module, stage: str | None) -> list[nn.Module]:
+    """The stem and the stages up to ``stage`` (``None``: nothing)."""
+    if stage is None:
+        return []
+    names = stage_names(model)
+    if stage not in names:
+        name = getattr(model, "config", {}).get("name", type(model).__name__)
+        raise ValueError(
+            f"--freeze {stage}: no such stage of {name!r}; it has {', '.join(names)} "
+            "(conv1 is the stem; freezing convK keeps conv1..convK fixed)"
+        )
+    return [model.stem, *list(model.stages)[: names.index(stage)]]
+
+
+def freeze(modules: Sequence[nn.Module]) -> int:
+    """Fix the parameters of ``modules`` (they get no gradient); returns how many they hold."""
+    count = 0
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+            count += parameter.numel()
+    return count
+
+
+def keep_frozen(modules: Sequence[nn.Module]) -> None:
+    """BatchNorm in eval mode in the frozen part (after every ``model.train()``): its statistics
+    stay those of the starting weights."""
+    for module in modules:
+        module.eval()
+
+
+def parameter_groups(model: nn.Module, backbone_scale: float) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the trainable backbone at ``backbone_scale`` times the
+    head's (``fc``) learning rate, as ``lr_scale``; one group when the scale is 1."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if backbone_scale == 1.0:
+        return [{"params": trainable, "lr_scale": 1.0}]
+    head = {id(p) for p in model.fc.parameters()}
+    return [
+        {"params": [p for p in trainable if id(p) not in head], "lr_scale": backbone_scale},
+        {"params": [p for p in trainable if id(p) in head], "lr_scale": 1.0},
+    ]
+
