@@ -99,15 +99,129 @@ def test_dilated_conv_keeps_its_dilation_in_the_first_branch():
 @pytest.mark.parametrize(
     "model",
     [
-        torchvision.models.resnet18(),
-        nn.Sequential(nn.Conv2d(8, 8, 3, padding=0, groups=8), nn.BatchNorm2d(8)),  # shrinks
-        nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(), nn.BatchNorm2d(8)),
+        nn.Sequential(nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, 2)),
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=0, groups=8)),
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU()),
     ],
-    ids=["plain-convs", "valid-padding", "bn-not-next"],
+    ids=["pointwise-only", "valid-padding", "only-the-input-conv"],
 )
 def test_no_eligible_convolution_is_a_clear_error(model):
     with pytest.raises(ValueError, match="no eligible convolution"):
         convert_to_sk(model)
+
+
+def test_torchvision_resnet18_gets_sk_and_trains():
+    """Ungrouped convs (what other SK ports are most asked for): SK-ResNet's split input."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3)
+    replaced = convert_to_sk(model)
+    assert len(replaced) == 16 and replaced[0].conv == "layer1.0.conv1"  # the stem stays plain
+    assert all(r.split_input and r.branches == ((3, 1, 1), (3, 2, 1)) for r in replaced)
+    assert not any(r.copied for r in replaced)  # a branch on half the input has another shape
+    assert not isinstance(model.conv1, SKConv)
+    x, y = torch.randn(8, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    assert _losses_fall(model, x, y)
+
+
+def test_resnet18_converted_in_its_first_convs_is_skresnet18():
+    model = torchvision.models.resnet18()
+    replaced = convert_to_sk(
+        model, include=lambda name, conv: name.endswith(".conv1"), reduction=8, min_dim=16
+    )
+    assert len(replaced) == 8
+    assert sum(p.numel() for p in model.parameters()) == profile("skresnet18").params
+
+
+def test_grouped_branches_keep_the_original_weights():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.BatchNorm2d(8))
+    (replacement,) = convert_to_sk(model, groups=1, split_input=False, min_dim=4)
+    assert replacement.copied and not replacement.split_input
+    (other,) = convert_to_sk(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)), groups=4,
+        min_dim=4,
+    )
+    assert other.branches == ((3, 1, 4), (3, 2, 4)) and not other.copied
+
+
+def test_a_conv_without_batchnorm_keeps_what_it_computes():
+    """The first branch (conv, a fresh BN, ReLU) computes the original conv + ReLU in eval mode:
+    the conv bias becomes the BN's shift."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=True),
+        nn.ReLU(),
+    )
+    model.eval()
+    x = torch.randn(2, 3, 9, 9)
+    hidden = model[1](model[0](x))
+    expected = model[3](model[2](hidden))
+    (replacement,) = convert_to_sk(model, min_dim=4, split_input=False)
+    assert replacement.bn is None and replacement.conv == "2" and replacement.copied
+    torch.testing.assert_close(model[2].branches[0](hidden), expected, rtol=1e-4, atol=1e-4)
+    assert model(x).shape == (2, 8, 9, 9)
+
+
+class Signal1d(nn.Module):
+    """A small 1D network for signals: conv stem, two 5-tap convs (one without BN), pool, fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv1d(1, 8, 7, padding=3), nn.BatchNorm1d(8), nn.ReLU(),
+            nn.Conv1d(8, 16, 5, stride=2, padding=2), nn.BatchNorm1d(16), nn.ReLU(),
+            nn.Conv1d(16, 16, 5, padding=2), nn.ReLU(),
+        )
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(-1))
+
+
+class Volume3d(nn.Module):
+    """A small 3D network for volumes (medical-imaging style): stem, two 3x3x3 blocks, fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv3d(1, 8, 3, padding=1), nn.BatchNorm3d(8), nn.ReLU(),
+            nn.Conv3d(8, 8, 3, padding=1, groups=2), nn.BatchNorm3d(8), nn.ReLU(),
+            nn.Conv3d(8, 16, 3, stride=2, padding=1), nn.BatchNorm3d(16), nn.ReLU(),
+        )
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((-3, -2, -1)))
+
+
+def _losses_fall(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 8) -> bool:
+    """A few SGD steps on one batch lower the loss (and every parameter gets a gradient)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize(
+    ("network", "shape", "layer"),
+    [(Signal1d, (6, 1, 40), sknet.SKConv1d), (Volume3d, (6, 1, 8, 8, 8), sknet.SKConv3d)],
+    ids=["1d", "3d"],
+)
+def test_1d_and_3d_networks_get_sk_and_train(network, shape, layer):
+    torch.manual_seed(0)
+    model = network()
+    replaced = convert_to_sk(model, min_dim=4)
+    assert len(replaced) == 2 and all(r.dims == layer.dims for r in replaced)
+    assert all(isinstance(model.features[int(r.conv.split(".")[1])], layer) for r in replaced)
+    x, y = torch.randn(shape), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert model(x).shape == (6, 3)
+    assert _losses_fall(model, x, y)
 
 
 def test_existing_sk_units_are_not_converted_again():
