@@ -133,7 +133,9 @@ def load_trained(
             path = found[0]
         elif not is_timm_source(path):
             raise FileNotFoundError(f"{_where(weights, flag)}: no weights there; {WEIGHTS_HELP}")
-    elif not path.exists() or (path.suffix == ".json" and not weight_paths(path)[0].exists()):
+    elif path.suffix != ".pt" and (
+        not path.exists() or (path.suffix == ".json" and not weight_paths(path)[0].exists())
+    ):  # (a missing last.pt is named as such below)
         raise FileNotFoundError(f"{_where(weights, flag)}: no weights there; {WEIGHTS_HELP}")
     loaded = None
     if path.suffix == ".pt":
