@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sknet.analysis import FILES, analyze, format_findings
+from sknet.analysis import analyze, format_findings
 from sknet.atomic import write_json
 from sknet.devices import DEVICE_HELP
 from sknet.evaluation import evaluate
@@ -106,7 +106,8 @@ def _analyze(args: argparse.Namespace) -> int:
         command=format_command(args.argv),
     )
     print(format_findings(findings))
-    print(f"wrote {', '.join(FILES)} to {args.out} in {time.perf_counter() - started:.1f} s")
+    print(f"wrote {', '.join(findings['files'])} to {args.out} in "
+          f"{time.perf_counter() - started:.1f} s")
     return 0
 
 

@@ -159,4 +159,29 @@ def write_figures(
         _save(figure, out / f"fig{sample['figure']}.png")
     _save(figure_average(report), out / "fig3c.png")
     _save(figure_classes(report), out / "fig4.png")
+    if report.get("sizes"):
+        _save(figure_sizes(report), out / "fig_size.png")
+
+
+def figure_sizes(report: dict[str, Any]):
+    """Attention difference against the objects' true height (1.0x), one line per unit with
+    ±1 standard-error bars: the paper's Figure 3 (right) with measured sizes instead of
+    enlargement."""
+    from matplotlib.figure import Figure
+
+    sizes = report["sizes"]
+    centres = [(low + high) / 2 for low, high in sizes["bins"]]
+    figure = Figure(figsize=(7.5, 4.8), layout="constrained")
+    axes = figure.subplots()
+    for position, (name, values) in enumerate(sizes["units"].items()):
+        axes.errorbar(centres, values["mean"], yerr=values["sem"], marker="o", capsize=3,
+                      color=f"C{position}", label=name)
+    axes.axhline(0, color="0.5", linewidth=0.8)
+    axes.set_xlabel("object height on the canvas (pixels, measured)")
+    axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
+    axes.set_title("large minus small kernel, by true object size")
+    axes.legend(title="SK unit")
+    axes.grid(alpha=0.3)
+    total = sum(sizes["images"])
+    return _titled(figure, f"Attention by object size ({total} images, bars: ±1 s.e.)", report)
 

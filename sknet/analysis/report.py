@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from sknet.analysis.capture import stage_units
+from sknet.analysis.sizes import format_sizes
 from sknet.analysis.statistics import AttentionStatistics, channel_groups, large_minus_small
 from sknet.analysis.stimulus import crop_side, scale_label
 
@@ -79,7 +80,7 @@ def build_report(
     trained, stats: AttentionStatistics, scales: list[float], size: int,
     class_units: list[str], samples: list[int], sample_labels: list[int],
     sample_attention: list[dict[str, torch.Tensor]], skipped: list[str], limit: int | None,
-    command: str | None,
+    command: str | None, sizes: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     units = stats.units
     class_names = trained.source.class_names
@@ -153,6 +154,7 @@ def build_report(
             "names": class_names, "images": numbers(stats.class_images), "units": classes,
         },
         "samples": sample_reports,
+        "sizes": sizes,
     }
 
 
@@ -208,5 +210,7 @@ def format_findings(report: dict[str, Any]) -> str:
             f"{report['unit']}: mean attention on {large_label(report)} rises from {first} to "
             f"{last} in {up}/{len(mean[0][large])} channels"
         )
+    if report.get("sizes"):
+        lines += format_sizes(report["sizes"], difference_label(report))
     return "\n".join(line.rstrip() for line in lines)
 

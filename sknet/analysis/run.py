@@ -22,6 +22,7 @@ from sknet.analysis.capture import (
 )
 from sknet.analysis.figures import write_figures
 from sknet.analysis.report import build_report
+from sknet.analysis.sizes import SizeStatistics, size_bins
 from sknet.analysis.statistics import AttentionStatistics, default_channel_group
 from sknet.analysis.stimulus import SCALES, crop_side, enlarge
 from sknet.analysis.tables import write_tables
@@ -32,6 +33,8 @@ from sknet.trained import open_trained
 
 SAMPLE_SEED = 0
 """Seed of the two "randomly sampled" images of Figure 3a,b when none are given."""
+SIZE_FILES = ("sizes.csv", "fig_size.png")
+"""Written too when the validation set records its objects' sizes (:mod:`sknet.analysis.sizes`)."""
 FILES = ("analysis.json", "units.csv", "channels.csv", "classes.csv",
          "fig3a.png", "fig3b.png", "fig3c.png", "fig4.png")
 """Everything :func:`analyze` writes into its output folder."""
@@ -118,7 +121,8 @@ def analyze(
             folder or a ``last.pt`` (as ``sknet eval`` takes).
         data: ``--data`` spec (default: the dataset recorded with the weights); its validation
             images are analysed, prepared as for evaluation at the training input size.
-        out: folder for :data:`FILES` (created; existing files of those names are replaced).
+        out: folder for :data:`FILES`, and :data:`SIZE_FILES` where the validation set records
+            object sizes (created; existing files of those names are replaced).
         scales: object magnifications (>= 1); Figure 4 uses the first two.
         unit: the unit of Figure 3 (left) (default :func:`default_unit`, SK_3_4 for SKNet-50).
         units: the units of Figure 4 (default :func:`default_class_units`).
@@ -134,7 +138,8 @@ def analyze(
         command: the command line to record (the CLI passes its own).
 
     Returns:
-        The report also written as ``out/analysis.json``.
+        The report also written as ``out/analysis.json``; ``report["files"]`` lists what was
+        written.
     """
     trained = open_trained(checkpoint, data, flag="--checkpoint")
     model = trained.model
@@ -158,21 +163,35 @@ def analyze(
         analysable, len(scales), len(trained.source.class_names), unit, channels,
         channel_group or default_channel_group(channels),
     )
+    indices = list(range(len(dataset)))
     if limit is not None and limit < len(dataset):
-        dataset = Subset(dataset, [index * len(dataset) // limit for index in range(limit)])
+        indices = [index * len(dataset) // limit for index in range(limit)]
+        dataset = Subset(dataset, indices)
+    sizes = None
+    recorded = trained.source.val_sizes
+    if recorded is not None:
+        heights = recorded[indices, 0]
+        sizes = SizeStatistics(
+            {name: (item.large, item.small) for name, item in stats.per_unit.items()},
+            size_bins(heights),
+        )
     workers = default_workers(trained.source.loader_workers, workers)
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers,
         pin_memory=chosen_device.type == "cuda",
     )
-    skipped = _stream(model, analysable, loader, scales, stats, chosen_device, progress)
+    skipped = _stream(
+        model, analysable, loader, scales, stats, chosen_device, progress,
+        sizes and (sizes, heights),
+    )
     if not stats.images:
         raise ValueError(f"--data {trained.data}: no validation image could be read")
 
     report = build_report(
         trained, stats, scales, size, class_units, samples, sample_labels, sample_attention,
-        skipped, limit, command,
+        skipped, limit, command, sizes and sizes.report(),
     )
+    report["files"] = [*FILES, *(SIZE_FILES if sizes else ())]
     out = Path(out)
     write_tables(report, out)
     write_figures(report, sample_images, trained.source.preprocessing(size), out)
@@ -187,10 +206,13 @@ def _stream(
     stats: AttentionStatistics,
     device: torch.device,
     progress: bool,
+    sizes: tuple[SizeStatistics, torch.Tensor] | None = None,
 ) -> list[str]:
-    """Feed every batch at every scale into ``stats``; returns the unreadable files' paths."""
-
+    """Feed every batch at every scale into ``stats`` (and, with ``sizes``, the 1.0x attention
+    by object height, in loader order: data of recorded sizes lies in memory, nothing is
+    skipped); returns the unreadable files' paths."""
     skipped: list[str] = []
+    seen = 0
     with tqdm(
         total=len(loader.dataset), unit="img", desc="analyze", disable=not progress,
         leave=False, dynamic_ncols=True,
@@ -200,7 +222,12 @@ def _stream(
                 bar.write(f"skipped {item.path}: {item.reason}")
             skipped.extend(item.path for item in unreadable)
             if len(images):
-                stats.add(_forward_scales(model, units, images, scales, device), targets)
+                attention = _forward_scales(model, units, images, scales, device)
+                stats.add(attention, targets)
+                if sizes is not None:
+                    by_size, heights = sizes
+                    by_size.add(attention[0], heights[seen : seen + len(images)])
+                    seen += len(images)
             bar.update(len(images) + len(unreadable))
     return skipped
 

@@ -1,5 +1,6 @@
-"""The analysis tables: ``analysis.json`` and the rows of ``units.csv``, ``channels.csv`` and
-``classes.csv`` (docs/analysis.md describes every column)."""
+"""The analysis tables: ``analysis.json`` and the rows of ``units.csv``, ``channels.csv``,
+``classes.csv`` and (objects of known size) ``sizes.csv`` (docs/analysis.md describes every
+column)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sknet.analysis.report import number
+from sknet.analysis.sizes import SIZE_COLUMNS, size_rows
 from sknet.atomic import write_json, write_text
 
 
@@ -119,4 +121,6 @@ def write_tables(report: dict[str, Any], out: Path) -> None:
     write_text(out / "units.csv", _csv(unit_rows(report), unit_columns))
     write_text(out / "channels.csv", _csv(channel_rows(report), CHANNEL_COLUMNS))
     write_text(out / "classes.csv", _csv(class_rows(report), CLASS_COLUMNS))
+    if report.get("sizes"):
+        write_text(out / "sizes.csv", _csv(size_rows(report["sizes"]), SIZE_COLUMNS))
 

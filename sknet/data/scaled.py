@@ -170,7 +170,8 @@ class ScaledDigitsSource(Source):
             stratify=targets.numpy(),
         )
         self.spec = f"scaled-{base}" + ("" if side == CANVAS else f":{side}")
-        self.side, self.size_range = side, (low, high)
+        self.side = self.native_size = side
+        self.size_range = (low, high)
         self.class_names = [str(digit) for digit in range(10)]
         crops = [crop_digit(image) for image in images]
         self.train = _Digits([crops[i] for i in train_index], targets[train_index])

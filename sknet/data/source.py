@@ -38,7 +38,8 @@ class Source:
 
     Attributes:
         spec: the spec it was opened from.
-        kind: recipe family: ``"digits"``, ``"imagenet"`` (folders) or ``"cifar"``.
+        kind: recipe family: ``"digits"``, ``"scaled"``, ``"imagenet"`` (folders) or
+            ``"cifar"``.
         class_names: one name per class, in label order.
         channels: image channels (1 for digits, 3 otherwise).
         skipped: files left out up front (not images, empty), as :class:`Skipped`.
@@ -52,6 +53,11 @@ class Source:
     channels: int = 3
     skipped: tuple[Skipped, ...] = ()
     loader_workers: bool = True
+    native_size: int | None = None
+    """The input size the data is drawn at, if it has one (the default ``--input-size``)."""
+    val_sizes: torch.Tensor | None = None
+    """``[N, 2]`` height and width of each validation image's object, where the data records
+    them (the scaled digits), in validation order."""
 
     def train_set(
         self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None

@@ -474,6 +474,8 @@ def train(
             config, model=start.name, input_size=input_size,
             preprocessing={**start_preprocessing(start, source.channels), **config.preprocessing},
         )
+    if config.input_size is None and source.native_size is not None:
+        config = replace(config, input_size=source.native_size)
     model = config.model or DEFAULT_MODELS[source.kind]
     get_entry(model)  # an unknown name fails here, with suggestions
     config = resolve(config, source.kind, model, source.train_size)

@@ -1,0 +1,151 @@
+"""Attention against true object size: where the validation set records each object's size
+(:mod:`sknet.data.scaled`), the images as they are (1.0x), binned by that size.
+
+Per SK unit and size bin: the mean attention difference (largest minus smallest receptive field,
+the number of Figure 3, right) with its standard error; per unit, the least-squares slope of the
+difference against the object's height, with its standard error and the correlation. The paper's
+claim (Figures 3-4) is a rise with size in the low and middle units and none in the top one.
+All from running sums, so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from sknet.analysis.statistics import Moments, large_minus_small
+
+MAX_EXACT_BINS = 12
+"""Up to this many distinct sizes, each is its own bin; beyond, equal-width bins."""
+BINS = 6
+
+
+def size_bins(heights: torch.Tensor) -> list[tuple[float, float]]:
+    """``(low, high)`` (inclusive) bins covering ``heights``: one per distinct height if they
+    are few (the evenly spaced validation heights of the scaled digits), else :data:`BINS`
+    equal-width ones."""
+    distinct = sorted({float(height) for height in heights.tolist()})
+    if len(distinct) <= MAX_EXACT_BINS:
+        return [(height, height) for height in distinct]
+    low, high = distinct[0], distinct[-1]
+    width = (high - low) / BINS
+    return [(low + index * width, low + (index + 1) * width) for index in range(BINS)]
+
+
+def bin_of(heights: torch.Tensor, bins: list[tuple[float, float]]) -> torch.Tensor:
+    """The bin index of each height (the last bin that starts at or below it)."""
+    starts = torch.tensor([low for low, _ in bins], dtype=torch.float64)
+    return (heights.double()[:, None] >= starts[None]).sum(1) - 1
+
+
+class SizeStatistics:
+    """Running sums of each unit's attention difference by object size.
+
+    Args:
+        units: per unit name, ``(large, small)``: the branches of largest and smallest
+            receptive field.
+        bins: the size bins (:func:`size_bins`).
+    """
+
+    def __init__(self, units: Mapping[str, tuple[int, int]], bins: list[tuple[float, float]]):
+        self.units = dict(units)
+        self.bins = bins
+        self.images = torch.zeros(len(bins), dtype=torch.float64)
+        self.by_bin = {name: Moments.zeros(len(bins)) for name in units}
+        # sums of x (height), y (difference), xy, x^2, y^2 for the fitted line
+        self.sums = {name: torch.zeros(5, dtype=torch.float64) for name in units}
+        self.count = 0
+
+    def add(self, attention: Mapping[str, torch.Tensor], heights: torch.Tensor) -> None:
+        """One batch at 1.0x: ``attention[unit]`` is ``[B, M, C]``, ``heights`` ``[B]``."""
+        heights = heights.double().cpu()
+        index = bin_of(heights, self.bins)
+        self.count += len(heights)
+        self.images.index_add_(0, index, torch.ones(len(heights), dtype=torch.float64))
+        for name, (large, small) in self.units.items():
+            difference = large_minus_small(attention[name].double().cpu(), large, small)
+            self.by_bin[name].add_at(0, index, difference)
+            self.sums[name] += torch.stack([
+                heights.sum(), difference.sum(), (heights * difference).sum(),
+                heights.square().sum(), difference.square().sum(),
+            ])
+
+    def report(self) -> dict[str, Any]:
+        """The numbers of ``sizes.csv`` and the size figure (JSON-able)."""
+        units = {}
+        for name in self.units:
+            mean, std = self.by_bin[name].mean_std(self.images)
+            sem = torch.where(self.images > 0, std / self.images.clamp(min=1).sqrt(), 0.0)
+            units[name] = {
+                "mean": _floats(mean), "std": _floats(std), "sem": _floats(sem),
+                **self._fit(name),
+            }
+        return {
+            "bins": [[low, high] for low, high in self.bins],
+            "images": [int(count) for count in self.images.tolist()],
+            "units": units,
+        }
+
+    def _fit(self, name: str) -> dict[str, float | None]:
+        """Least-squares slope (difference per pixel of height) with its standard error, and
+        the Pearson correlation, from the running sums."""
+        n = self.count
+        sx, sy, sxy, sxx, syy = self.sums[name].tolist()
+        sxx_c, syy_c, sxy_c = sxx - sx * sx / n, syy - sy * sy / n, sxy - sx * sy / n
+        if n < 3 or sxx_c <= 0:
+            return {"slope": None, "slope_se": None, "correlation": None}
+        slope = sxy_c / sxx_c
+        residual = max(syy_c - slope * sxy_c, 0.0) / (n - 2)
+        correlation = sxy_c / math.sqrt(sxx_c * syy_c) if syy_c > 0 else 0.0
+        return {
+            "slope": _float(slope), "slope_se": _float(math.sqrt(residual / sxx_c)),
+            "correlation": _float(correlation),
+        }
+
+
+def _float(value: float) -> float:
+    return float(f"{value:.8g}")
+
+
+def _floats(values: torch.Tensor) -> list[float]:
+    return [_float(value) for value in values.tolist()]
+
+
+SIZE_COLUMNS = ["unit", "height_low", "height_high", "images", "diff_mean", "diff_sem", "diff_std"]
+"""``sizes.csv``: per unit and size bin."""
+
+
+def size_rows(sizes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of ``sizes.csv``."""
+    rows = []
+    for name, values in sizes["units"].items():
+        for position, (low, high) in enumerate(sizes["bins"]):
+            rows.append({
+                "unit": name, "height_low": low, "height_high": high,
+                "images": sizes["images"][position], "diff_mean": values["mean"][position],
+                "diff_sem": values["sem"][position], "diff_std": values["std"][position],
+            })
+    return rows
+
+
+def format_sizes(sizes: Mapping[str, Any], label: str) -> list[str]:
+    """Text lines of the finding by true size: per unit, the difference from the smallest to the
+    largest bin and the fitted slope per 10 pixels of height."""
+    first, last = sizes["bins"][0], sizes["bins"][-1]
+    lines = [f"by true object height ({label}), 1.0x: smallest bin {first[0]:g} px, largest "
+             f"{last[1]:g} px; slope per 10 px of height ± standard error (correlation)"]
+    for name, values in sizes["units"].items():
+        slope = values["slope"]
+        fitted = "-"
+        if slope is not None:
+            fitted = (
+                f"{10 * slope:+.4f} ± {10 * values['slope_se']:.4f} "
+                f"(r {values['correlation']:+.2f})"
+            )
+        lines.append(
+            f"{name:<10}{values['mean'][0]:+.4f} -> {values['mean'][-1]:+.4f}    slope {fitted}"
+        )
+    return lines
