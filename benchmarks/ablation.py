@@ -2,7 +2,7 @@
 """Table 7 on real digits of known size: which kernels, and whether selecting between them helps.
 
 Trains each variant on ``--data`` (default ``scaled-mnist``: 4,000 MNIST digits of heights 8-28 px
-on a 32-pixel canvas, 1,000 validation digits at six heights) with one recipe, for every seed:
+on a 32-pixel canvas, 1,000 validation digits each at six heights) with one recipe, for every seed:
 
 * Table 7's rows on ``sknet_digits`` (``sknet.models.zoo_digits.TABLE7_VARIANTS``): one 3x3
   (``K3``), one 3x3 with dilation 2 (``K5``, the paper's "5x5"), their plain sum, SK over both (the
@@ -16,7 +16,7 @@ runs are also analysed (``sknet analyze``): their attention difference against o
 unit. Written to ``--out``: ``runs.csv``, ``summary.csv``, ``results.json`` (with the command),
 ``ablation.png``; the Markdown table is printed at the end.
 
-    python benchmarks/ablation.py                       # 7 variants x 3 seeds, 8 epochs each
+    python benchmarks/ablation.py                       # 7 variants x 3 seeds, 7 epochs each
     python benchmarks/ablation.py --seeds 5 --device cuda   # more seeds on a GPU
 """
 
@@ -53,7 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", default="scaled-mnist",
                         help="a --data spec of recorded object sizes (default scaled-mnist)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..S-1 (default 3)")
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per run (default 8)")
+    parser.add_argument("--epochs", type=int, default=7, help="epochs per run (default 7)")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         metavar="NAME", help=f"variants (default all: {', '.join(VARIANTS)})")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
@@ -63,8 +63,9 @@ def parse_args() -> argparse.Namespace:
 
 
 @torch.inference_mode()
-def errors_by_size(run: Path, device: str) -> tuple[list[list[float]], list[float]]:
-    """The bins of true object height and the last epoch's top-1 error (%) in each."""
+def errors_by_size(run: Path, device: str) -> tuple[list[float], list[float]]:
+    """The heights the validation digits were drawn at (one bin each, around it) and the last
+    epoch's top-1 error (%) in each bin."""
     trained = open_trained(run / "last.pt")
     size = int(trained.record["preprocessing"]["input_size"])
     model = trained.model.to(pick_device(device))
@@ -73,11 +74,11 @@ def errors_by_size(run: Path, device: str) -> tuple[list[list[float]], list[floa
     for images, targets, _ in loader:
         predictions = model(images.to(next(model.parameters()).device)).argmax(1).cpu()
         wrong.append(predictions != targets)
-    heights = trained.source.val_sizes[:, 0]
-    bins = size_bins(heights)
+    heights, grid = trained.source.val_sizes[:, 0], trained.source.val_size_grid
+    bins = size_bins(heights, grid)
     index, wrong = bin_of(heights, bins), torch.cat(wrong).double()
     errors = [100 * wrong[index == position].mean().item() for position in range(len(bins))]
-    return [list(pair) for pair in bins], errors
+    return [float(height) for height in grid], errors
 
 
 def main() -> None:
@@ -99,7 +100,7 @@ def main() -> None:
                 "variant": label, "model": name, "seed": seed, "params": summary["params"],
                 "mmacs": round(sknet.profile_model(model, size, 1).counted("sk") / 1e6, 2),
                 "last_top1_err": summary["last_top1_err"], "best_top1_err": summary["top1_err"],
-                **{f"err_h{low:g}": round(error, 2) for (low, _), error in zip(
+                **{f"err_h{height:g}": round(error, 2) for height, error in zip(
                     bins, by_size, strict=True)},
                 "seconds": round(summary["wall_seconds"], 1),
             }
@@ -115,8 +116,8 @@ def main() -> None:
     for entry in table:
         mine = [row for row in rows if row["variant"] == entry["variant"]]
         entry["params"], entry["mmacs"] = mine[0]["params"], mine[0]["mmacs"]
-        for low, _ in bins:
-            key = f"err_h{low:g}"
+        for height in bins:
+            key = f"err_h{height:g}"
             entry[key] = round(mean_std([row[key] for row in mine])[0], 2)
     slope_table = {
         label: {unit: dict(zip(("mean", "std"), mean_std(values), strict=True))
@@ -125,12 +126,12 @@ def main() -> None:
     }
     seconds = time.perf_counter() - started
     write_results(args.out, rows, table, {
-        "data": args.data, "epochs": args.epochs, "device": args.device, "bins": bins,
+        "data": args.data, "epochs": args.epochs, "device": args.device, "heights": bins,
         "attention_slope_per_px": slope_table, "seconds": round(seconds),
     })
     plot(table, bins, args.out / "ablation.png", args.data)
     columns = ["variant", "params", "mmacs", "runs", "last_top1_err_mean", "last_top1_err_std",
-               *(f"err_h{low:g}" for low, _ in bins)]
+               *(f"err_h{height:g}" for height in bins)]
     print(markdown(table, columns))
     for label, units in slope_table.items():
         shown = ", ".join(
@@ -140,18 +141,17 @@ def main() -> None:
     print(f"{len(rows)} runs in {seconds / 60:.1f} min; files in {args.out}")
 
 
-def plot(table: list[dict[str, Any]], bins: list[list[float]], path: Path, data: str) -> None:
+def plot(table: list[dict[str, Any]], bins: list[float], path: Path, data: str) -> None:
     """Validation error per true height, one line per variant (means over seeds)."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 4.8), layout="constrained")
     axes = figure.subplots()
-    centres = [(low + high) / 2 for low, high in bins]
     for position, entry in enumerate(table):
-        values = [entry[f"err_h{low:g}"] for low, _ in bins]
-        axes.plot(centres, values, marker="o", color=f"C{position}",
+        values = [entry[f"err_h{height:g}"] for height in bins]
+        axes.plot(bins, values, marker="o", color=f"C{position}",
                   label=f"{entry['variant']} ({entry['last_top1_err_mean']:.2f}%)")
-    axes.set_xlabel("object height (pixels, measured)")
+    axes.set_xlabel("object height (pixels, as drawn; every validation digit at each)")
     axes.set_ylabel("validation top-1 error (%), mean over seeds")
     axes.set_title(f"Table 7 variants on {data}, by object size")
     axes.legend(fontsize=8)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import logging
 import shlex
 import shutil
 import statistics
@@ -25,13 +24,9 @@ from sknet.training import train
 def quiet_train(out: Path, **settings: Any) -> dict[str, Any]:
     """One training run into ``out`` (replaced), its per-epoch log silenced; its summary."""
     shutil.rmtree(out, ignore_errors=True)
-    logging.disable(logging.WARNING)  # the re-initialised classifier is expected here
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            started = time.perf_counter()
-            summary = train(out=str(out), **settings)
-    finally:
-        logging.disable(logging.NOTSET)
+    with contextlib.redirect_stderr(io.StringIO()):
+        started = time.perf_counter()
+        summary = train(out=str(out), **settings)
     return {**summary, "wall_seconds": time.perf_counter() - started}
 
 

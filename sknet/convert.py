@@ -79,6 +79,8 @@ def _eligible(conv: nn.Module) -> bool:
         return False
     if kernel[0] == 1 or kernel[0] % 2 == 0:
         return False
+    if conv.padding == "same":  # (torch allows it at stride 1 only)
+        return True
     return conv.padding == tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
 
 
@@ -221,10 +223,16 @@ def convert_to_sk(
             continue
         branches, split = _branches(conv, extra_branches, groups, split_input)
         layer = SK_LAYERS[type(conv)]
-        sk = layer(
-            conv.in_channels, conv.out_channels, conv.stride[0], branches, reduction, min_dim,
-            attention, split,
-        )
+        try:
+            sk = layer(
+                conv.in_channels, conv.out_channels, conv.stride[0], branches, reduction,
+                min_dim, attention, split,
+            )
+        except ValueError as error:  # groups that do not divide the (split) channels
+            raise ValueError(
+                f"convert_to_sk: {prefix + conv_name} ({conv.in_channels}->{conv.out_channels}, "
+                f"groups {conv.groups}) cannot take SK[{branches}, split input {split}]: {error}"
+            ) from None
         init_weights(sk)
         sk.to(device=conv.weight.device, dtype=conv.weight.dtype)
         copied = copy_weights and sk.branches[0].conv.weight.shape == conv.weight.shape

@@ -98,7 +98,8 @@ def _from_checkpoint(
     load_state_into(model, state["model"], path)
     record = {
         "model": saved["name"], "kwargs": dict(saved["kwargs"]),
-        "num_classes": int(saved["num_classes"]), "class_names": [],
+        "num_classes": int(saved["num_classes"]),
+        "class_names": list(state.get("class_names", [])),
         "preprocessing": {"input_size": int(settings["input_size"])},
         "dataset": settings["data"], "eval_sizes": list(settings["eval_sizes"]),
         "epoch": int(state["epoch"]), "step": int(state["step"]),

@@ -2,7 +2,10 @@
 what is kept and re-initialised, freezing, exact resume, and every bad start."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,8 @@ from sknet.cli import main
 from sknet.training import Trainer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FOLDER_RUN = {"input_size": 32, "batch_size": 6, "epochs": 2, "eval_sizes": [32]}
 """Two epochs of four steps on the generated 3-class folder (24 training images)."""
@@ -119,12 +124,61 @@ def test_fine_tuning_our_run_freezes_and_keeps_what_fits(digits_source, tmp_path
     assert trained and not all(torch.equal(tuned[k], source[k]) for k in trained)
     assert summary["epochs"] == 2 and summary["finished"]
 
-    # The same classes keep the classifier; the fine-tuning recipe gives at least 300 steps.
+    # The same classes keep the classifier.
     same = train(data="digits:0-4:6", pretrained=str(digits_source / "best.safetensors"),
                  out=str(tmp_path / "same"), batch_size=10, epochs=1)
     assert "kept all" in capsys.readouterr().err and same["finished"]
     settings = yaml.safe_load((tmp_path / "same" / "config.yaml").read_text())
     assert settings["pretrained"].endswith("best.safetensors") and settings["epochs"] == 1
+
+
+def test_a_frozen_run_resumes_exactly_and_keeps_its_groups(digits_source, tmp_path, monkeypatch,
+                                                            capsys):
+    settings = {"data": "digits:5-9:12", "pretrained": str(digits_source), "batch_size": 10,
+                "epochs": 2, "freeze": "conv2", "backbone_lr_scale": 0.5, "save_every": 4}
+    whole = tmp_path / "whole"
+    train(out=str(whole), **settings)
+    save = Trainer._checkpoint
+    calls = []
+
+    def crash_on_second(self):
+        save(self)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_checkpoint", crash_on_second)
+    again = tmp_path / "again"
+    with pytest.raises(KeyboardInterrupt):
+        train(out=str(again), **settings)
+    monkeypatch.setattr(Trainer, "_checkpoint", save)
+    status, line = _cli(capsys, "train", "--resume", again / "last.pt", "--freeze", "conv3")
+    assert status == 2 and "trained with --freeze conv2, not conv3" in line
+    status, line = _cli(capsys, "train", "--resume", again / "last.pt", "--backbone-lr-scale", 1)
+    assert status == 2 and "--backbone-lr-scale 0.5, not 1.0" in line
+    train(resume=again / "last.pt")
+    ours, theirs = _state(again), _state(whole)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_two_process_fine_tuning_with_a_frozen_stem(digits_source, tmp_path):
+    """DDP: every process starts from the same weights and the same new classifier; frozen
+    parameters take no part in the gradient all-reduce."""
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "sknet", "train",
+               "--data", "digits:5-9:12", "--pretrained", str(digits_source), "--freeze",
+               "conv2", "--batch-size", "10", "--epochs", "2", "--device", "cpu",
+               "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("froze conv1-conv2") == 1  # rank 0 logs
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["finished"]
+    source = sknet.load_pretrained(digits_source / "best.safetensors").state_dict()
+    tuned = _state(out)
+    assert all(torch.equal(tuned[k], source[k]) for k in source if k.startswith("stem."))
 
 
 def test_fine_tuning_epochs_default_to_enough_steps(digits_source, tmp_path, monkeypatch):

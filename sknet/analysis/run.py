@@ -167,34 +167,32 @@ def analyze(
     if limit is not None and limit < len(dataset):
         indices = [index * len(dataset) // limit for index in range(limit)]
         dataset = Subset(dataset, indices)
-    sizes = None
+    sizes = None  # objects of recorded size, seen as they are (1.0x among the scales)
     recorded = trained.source.val_sizes
-    if recorded is not None:
+    if recorded is not None and 1.0 in scales:
         heights = recorded[indices, 0]
         sizes = SizeStatistics(
             {name: (item.large, item.small) for name, item in stats.per_unit.items()},
-            size_bins(heights),
+            size_bins(heights, trained.source.val_size_grid), heights, scales.index(1.0),
         )
     workers = default_workers(trained.source.loader_workers, workers)
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers,
         pin_memory=chosen_device.type == "cuda",
     )
-    skipped = _stream(
-        model, analysable, loader, scales, stats, chosen_device, progress,
-        sizes and (sizes, heights),
-    )
+    skipped = _stream(model, analysable, loader, scales, stats, chosen_device, progress, sizes)
     if not stats.images:
         raise ValueError(f"--data {trained.data}: no validation image could be read")
 
     report = build_report(
         trained, stats, scales, size, class_units, samples, sample_labels, sample_attention,
-        skipped, limit, command, sizes and sizes.report(),
+        skipped, limit, command, None if sizes is None else sizes.report(),
     )
-    report["files"] = [*FILES, *(SIZE_FILES if sizes else ())]
+    report["files"] = [*FILES, *(SIZE_FILES if sizes is not None else ())]
     out = Path(out)
     write_tables(report, out)
-    write_figures(report, sample_images, trained.source.preprocessing(size), out)
+    shown = trained.preprocessing or trained.source.preprocessing(size)  # how the inputs were made
+    write_figures(report, sample_images, shown, out)
     return report
 
 
@@ -206,13 +204,11 @@ def _stream(
     stats: AttentionStatistics,
     device: torch.device,
     progress: bool,
-    sizes: tuple[SizeStatistics, torch.Tensor] | None = None,
+    sizes: SizeStatistics | None = None,
 ) -> list[str]:
-    """Feed every batch at every scale into ``stats`` (and, with ``sizes``, the 1.0x attention
-    by object height, in loader order: data of recorded sizes lies in memory, nothing is
-    skipped); returns the unreadable files' paths."""
+    """Feed every batch at every scale into ``stats`` (and into ``sizes``, which pairs the
+    images with their heights in loader order); returns the unreadable files' paths."""
     skipped: list[str] = []
-    seen = 0
     with tqdm(
         total=len(loader.dataset), unit="img", desc="analyze", disable=not progress,
         leave=False, dynamic_ncols=True,
@@ -225,9 +221,7 @@ def _stream(
                 attention = _forward_scales(model, units, images, scales, device)
                 stats.add(attention, targets)
                 if sizes is not None:
-                    by_size, heights = sizes
-                    by_size.add(attention[0], heights[seen : seen + len(images)])
-                    seen += len(images)
+                    sizes.add_next(attention, len(unreadable))
             bar.update(len(images) + len(unreadable))
     return skipped
 

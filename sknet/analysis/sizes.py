@@ -10,6 +10,7 @@ All from running sums, so memory does not grow with the dataset.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -23,10 +24,18 @@ MAX_EXACT_BINS = 12
 BINS = 6
 
 
-def size_bins(heights: torch.Tensor) -> list[tuple[float, float]]:
-    """``(low, high)`` (inclusive) bins covering ``heights``: one per distinct height if they
-    are few (the evenly spaced validation heights of the scaled digits), else :data:`BINS`
+def size_bins(
+    heights: torch.Tensor, grid: list[int] | None = None
+) -> list[tuple[float, float]]:
+    """``(low, high)`` bins covering ``heights``: around each height of ``grid`` (the heights
+    the data was drawn at; the edges halfway between them, so that a digit measured a pixel off
+    stays in its bin), else one per distinct height if they are few, else :data:`BINS`
     equal-width ones."""
+    if grid:
+        edges = [(low + high) / 2 for low, high in itertools.pairwise(grid)]
+        lows = [float(min(grid[0], heights.min().item())), *edges]
+        highs = [*edges, float(max(grid[-1], heights.max().item()))]
+        return list(zip(lows, highs, strict=True))
     distinct = sorted({float(height) for height in heights.tolist()})
     if len(distinct) <= MAX_EXACT_BINS:
         return [(height, height) for height in distinct]
@@ -36,9 +45,10 @@ def size_bins(heights: torch.Tensor) -> list[tuple[float, float]]:
 
 
 def bin_of(heights: torch.Tensor, bins: list[tuple[float, float]]) -> torch.Tensor:
-    """The bin index of each height (the last bin that starts at or below it)."""
+    """The bin index of each height: the last bin that starts at or below it (heights below the
+    first bin go to the first)."""
     starts = torch.tensor([low for low, _ in bins], dtype=torch.float64)
-    return (heights.double()[:, None] >= starts[None]).sum(1) - 1
+    return ((heights.double()[:, None] >= starts[None]).sum(1) - 1).clamp(min=0)
 
 
 class SizeStatistics:
@@ -48,16 +58,31 @@ class SizeStatistics:
         units: per unit name, ``(large, small)``: the branches of largest and smallest
             receptive field.
         bins: the size bins (:func:`size_bins`).
+        heights: the heights of the images to come, in order (for :meth:`add_next`).
+        scale: the position of 1.0x among the analysed scales.
     """
 
-    def __init__(self, units: Mapping[str, tuple[int, int]], bins: list[tuple[float, float]]):
+    def __init__(
+        self, units: Mapping[str, tuple[int, int]], bins: list[tuple[float, float]],
+        heights: torch.Tensor | None = None, scale: int = 0,
+    ) -> None:
         self.units = dict(units)
         self.bins = bins
+        self.heights, self.scale, self.seen = heights, scale, 0
         self.images = torch.zeros(len(bins), dtype=torch.float64)
         self.by_bin = {name: Moments.zeros(len(bins)) for name in units}
         # sums of x (height), y (difference), xy, x^2, y^2 for the fitted line
         self.sums = {name: torch.zeros(5, dtype=torch.float64) for name in units}
         self.count = 0
+
+    def add_next(self, attention: list[Mapping[str, torch.Tensor]], skipped: int = 0) -> None:
+        """The next images of the stream: ``attention[scale][unit]``, the heights they were
+        given at construction. Data of recorded sizes is in memory: nothing can be skipped."""
+        if skipped:
+            raise ValueError("object sizes are recorded only for in-memory data; none skipped")
+        count = len(next(iter(attention[self.scale].values())))
+        self.add(attention[self.scale], self.heights[self.seen : self.seen + count])
+        self.seen += count
 
     def add(self, attention: Mapping[str, torch.Tensor], heights: torch.Tensor) -> None:
         """One batch at 1.0x: ``attention[unit]`` is ``[B, M, C]``, ``heights`` ``[B]``."""
@@ -93,9 +118,11 @@ class SizeStatistics:
         """Least-squares slope (difference per pixel of height) with its standard error, and
         the Pearson correlation, from the running sums."""
         n = self.count
+        if n < 3:
+            return {"slope": None, "slope_se": None, "correlation": None}
         sx, sy, sxy, sxx, syy = self.sums[name].tolist()
         sxx_c, syy_c, sxy_c = sxx - sx * sx / n, syy - sy * sy / n, sxy - sx * sy / n
-        if n < 3 or sxx_c <= 0:
+        if sxx_c <= 0:
             return {"slope": None, "slope_se": None, "correlation": None}
         slope = sxy_c / sxx_c
         residual = max(syy_c - slope * sxy_c, 0.0) / (n - 2)

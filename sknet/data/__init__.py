@@ -22,6 +22,7 @@ symbol, so no flip). Every source follows :class:`~sknet.data.source.Source`.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sknet.data.cifar import CIFAR_FOLDERS, CIFAR_MEAN, CIFAR_STD, CifarSource
@@ -39,6 +40,9 @@ from sknet.data.folders import (
 from sknet.data.scaled import ScaledDigitsSource, parse_scaled
 from sknet.data.source import EpochBatches, SampleKey, Skipped, Source, collate, sample_seed
 from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
+
+SCALED_SPEC = re.compile(r"scaled-(mnist|digits)(:[^:]*)?")
+"""The scaled-digits specs (a folder of another name stays a folder)."""
 
 __all__ = [
     "CIFAR_MEAN",
@@ -79,7 +83,7 @@ def open_data(spec: str, *, strict: bool = False, for_training: bool = True) -> 
     """
     if spec == "digits" or spec.startswith("digits:"):
         return parse_digits(spec)
-    if spec.startswith("scaled-"):
+    if SCALED_SPEC.fullmatch(spec):
         return parse_scaled(spec)
     name, separator, path = spec.partition(":")
     if name == "synthetic":

@@ -124,8 +124,9 @@ class FolderSource(Source):
     def __init__(self, root: Path, strict: bool = False, for_training: bool = True) -> None:
         if not root.is_dir():
             raise FileNotFoundError(
-                f"--data {root}: no such folder; pass `digits`, `cifar10:PATH`, `cifar100:PATH` "
-                "or a folder with train/ and val/ sub-folders of class folders (ImageNet layout: "
+                f"--data {root}: no such folder; pass `digits` (or `digits:5-9:10`), "
+                "`scaled-mnist`, `scaled-digits`, `cifar10:PATH`, `cifar100:PATH` or a folder "
+                "with train/ and val/ sub-folders of class folders (ImageNet layout: "
                 "get ILSVRC2012 from image-net.org and sort val/ into class folders)"
             )
         self.spec = str(root)

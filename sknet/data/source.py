@@ -58,6 +58,9 @@ class Source:
     val_sizes: torch.Tensor | None = None
     """``[N, 2]`` height and width of each validation image's object, where the data records
     them (the scaled digits), in validation order."""
+    val_size_grid: list[int] | None = None
+    """The heights the validation objects were drawn at, where there are a few (bins follow
+    them)."""
 
     def train_set(
         self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None

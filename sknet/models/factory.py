@@ -226,13 +226,19 @@ def fit_classifier(model: nn.Module, num_classes: int | None, label: str) -> nn.
     if num_classes is None or num_classes == model.num_classes:
         return model
     before = model.num_classes
-    model.reset_classifier(num_classes)
-    kept = sum(1 for key in model.state_dict() if not key.startswith("fc."))
+    kept = renew_classifier(model, num_classes)
     LOG.warning(
         "%s: kept the backbone (%d tensors) and re-initialised the classifier for %d classes "
         "(the weights have %d)", label, kept, num_classes, before,
     )
     return model
+
+
+def renew_classifier(model: nn.Module, num_classes: int) -> int:
+    """A freshly initialised ``num_classes``-way classifier on ``model``; returns how many of its
+    state tensors (the backbone's) were kept."""
+    model.reset_classifier(num_classes)
+    return sum(1 for key in model.state_dict() if not key.startswith("fc."))
 
 
 def _timm_counterpart(

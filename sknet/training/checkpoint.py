@@ -91,9 +91,11 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     progress: Progress,
     rng: list[dict[str, Any]],
+    record: Mapping[str, Any],
 ) -> None:
     """Write ``last.pt`` atomically; ``rng`` holds every process's :func:`rng_state` (their
-    number is the run's ``world_size``)."""
+    number is the run's ``world_size``); ``record`` adds facts about the data (its
+    ``class_names``, which evaluation and fine-tuning from a ``last.pt`` check)."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -111,9 +113,27 @@ def save_checkpoint(
         "skipped": sorted(progress.skipped),
         "rng": rng,
         "world_size": len(rng),
+        **record,
     }
     with atomic_path(path) as temporary:
         torch.save(state, temporary)
+
+
+FIXED_ON_RESUME = {"freeze": None, "backbone_lr_scale": 1.0, "pretrained": None}
+"""Settings that shape the optimizer's parameter groups or the network: a resumed run keeps the
+checkpoint's (the defaults stand for checkpoints written before the setting existed)."""
+
+
+def check_resumable(saved: Mapping[str, Any], config: TrainConfig) -> None:
+    """Refuse, in one line, flags that change what a checkpoint's optimizer state fits."""
+    for name, default in FIXED_ON_RESUME.items():
+        before, now = saved.get(name, default), getattr(config, name)
+        if before != now:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"--resume: the run was trained with {flag} {before}, not {now}; resume "
+                f"without {flag} (it is the checkpoint's), or start a new --out"
+            )
 
 
 def resume_changes(state: Mapping[str, Any], config: TrainConfig, world_size: int) -> list[str]:

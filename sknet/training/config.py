@@ -112,8 +112,9 @@ class TrainConfig:
     """
 
     data: str = field(default="digits", metadata=_flag(
-        "digits (default), ImageNet-layout folder, cifar10:PATH, cifar100:PATH, synthetic[:N] "
-        "(generated, for speed runs)"
+        "digits (default), digits:CLASSES[:N], scaled-mnist, scaled-digits (digits of known "
+        "sizes), ImageNet-layout folder, cifar10:PATH, cifar100:PATH, synthetic[:N] (generated, "
+        "for speed runs)"
     ))
     model: str | None = field(default=None, metadata=_flag(
         "registered model (default: sknet_digits on digits, sknet50 on folders)"

@@ -43,6 +43,7 @@ from sknet.trained import read_checkpoint
 from sknet.training import reports
 from sknet.training.checkpoint import (
     Progress,
+    check_resumable,
     resume_changes,
     rng_state,
     save_checkpoint,
@@ -125,9 +126,11 @@ class Trainer:
             self.net = torch.compile(self.net)
 
         workers = self.workers = default_workers(source.loader_workers, config.workers)
-        self.preprocessing = preprocessing_at(
-            {**source.preprocessing(config.input_size), **config.preprocessing}, config.input_size
-        )
+        self.preprocessing = source.preprocessing(config.input_size)
+        if config.preprocessing:  # the starting weights' or the user's
+            self.preprocessing = preprocessing_at(
+                {**self.preprocessing, **config.preprocessing}, config.input_size
+            )
         train_set = source.train_set(config.input_size, config.min_scale, self.preprocessing)
         self.sampler = EpochBatches(
             len(train_set), config.batch_size, config.seed, processes.rank, processes.world_size
@@ -230,7 +233,8 @@ class Trainer:
             progress.history, progress.best, progress.skipped,
         )
         save_checkpoint(
-            self.out / "last.pt", self.config, self.model, self.optimizer, self.scaler, saved, rng
+            self.out / "last.pt", self.config, self.model, self.optimizer, self.scaler, saved, rng,
+            {"class_names": self.source.class_names},
         )
 
     def _write_reports(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -423,7 +427,7 @@ class Trainer:
                 self.model.load_state_dict(best_state)
             loader = val_loader(
                 self.source, size, self.per_process_batch, self.workers, self.processes,
-                self.preprocessing,
+                self.preprocessing if self.config.preprocessing else None,
             )
             metrics = measure(self.model, loader, self.processes, self.config.channels_last)
             results[str(size)] = {key: round(metrics[key], 4) for key in ("top1_err", "top5_err")}
@@ -462,6 +466,8 @@ def train(
         overrides, config_file, state and state["config"],
         str(Path(resume).parent) if resume is not None else None,
     )
+    if state is not None:
+        check_resumable(state["config"], config)
     source = open_data(config.data, strict=config.strict)
     start = None
     if config.pretrained is not None and state is None:

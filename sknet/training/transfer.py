@@ -4,10 +4,11 @@
 folder, our weights folder or ``.safetensors``, a ``last.pt``, timm's files). The network is the
 weights' own; its classifier is kept only when it has the dataset's classes (the same count and,
 where the weights record class names, the same names), otherwise it is re-initialised. A grey
-dataset on colour weights (or the reverse) adapts the first convolution, exactly for grey
-inputs. ``--freeze convK`` keeps the stem (conv1) and the stages up to convK as they are (weights
-fixed, BatchNorm statistics frozen), and ``--backbone-lr-scale`` sets the rate of the rest of
-the backbone against the classifier's. Each step says what it did, in the run's log.
+dataset on colour weights (or the reverse) adapts the first convolution (exact for grey inputs
+where every channel is normalised alike). ``--freeze convK`` keeps the stem (conv1) and the
+stages up to convK as they are (weights fixed, BatchNorm statistics frozen), and
+``--backbone-lr-scale`` sets the rate of the rest of the backbone against the classifier's. Each
+step says what it did, in the run's log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from sknet.models.base import first_conv
+from sknet.models.factory import renew_classifier
 from sknet.trained import load_trained
 
 PREPROCESSING_KEYS = ("input_size", "resize", "interpolation", "mean", "std")
@@ -90,14 +92,18 @@ def adapt(
     """
     model = start.model
     notes = []
+    if "mean" not in start.preprocessing:
+        notes.append("the weights record no normalisation (a last.pt): the data's own is used")
     before = first_conv(model).in_channels
     if before != channels:
         adapt_input_channels(model, channels)
         notes.append(
             f"adapted the first convolution from {before} to {channels} input channel(s) "
-            "(exact for grey images)"
+            "(for grey images: exact where the channels are normalised alike, close otherwise)"
         )
     recorded = [str(name) for name in start.record.get("class_names") or []]
+    if not recorded:
+        notes.append("the weights record no class names: the classifier is kept if the count fits")
     same = model.num_classes == len(class_names) and (
         not recorded or recorded == list(class_names)
     )
@@ -106,8 +112,7 @@ def adapt(
         notes.append(f"kept all {tensors} tensors, the classifier included (the same classes)")
         return model, notes
     previous = model.num_classes
-    model.reset_classifier(len(class_names))
-    kept = sum(1 for key in model.state_dict() if not key.startswith("fc."))
+    kept = renew_classifier(model, len(class_names))
     why = "another class count" if previous != len(class_names) else "other class names"
     notes.append(
         f"kept {kept} of {tensors} tensors; re-initialised the classifier ({previous} -> "
@@ -117,8 +122,9 @@ def adapt(
 
 
 def adapt_input_channels(model: nn.Module, channels: int) -> None:
-    """Give ``model``'s first convolution ``channels`` inputs, exactly for grey images: colour
-    weights summed for one channel, a grey weight spread over three (a third each)."""
+    """Give ``model``'s first convolution ``channels`` inputs: colour weights summed for one
+    channel, a grey weight spread over three (a third each). For grey images that computes what
+    the original did on them where every channel is normalised alike (else approximately)."""
     conv = first_conv(model)
     weight = conv.weight.detach()
     if conv.in_channels == 3 and channels == 1:
