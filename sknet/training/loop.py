@@ -54,13 +54,12 @@ from sknet.training.recipe import DEFAULT_MODELS
 from sknet.training.transfer import (
     Start,
     adapt,
-    check_start,
     freeze,
     frozen_modules,
     keep_frozen,
     load_start,
     parameter_groups,
-    start_preprocessing,
+    starting_config,
 )
 
 
@@ -472,14 +471,7 @@ def train(
     start = None
     if config.pretrained is not None and state is None:
         start = load_start(config.pretrained)
-        check_start(start, config.model, config.model_kwargs)
-        input_size = config.input_size
-        if input_size is None and source.kind == "imagenet":  # images resized from files
-            input_size = start.preprocessing.get("input_size")
-        config = replace(
-            config, model=start.name, input_size=input_size,
-            preprocessing={**start_preprocessing(start, source.channels), **config.preprocessing},
-        )
+        config = starting_config(start, config, source)
     if config.input_size is None and source.native_size is not None:
         config = replace(config, input_size=source.native_size)
     model = config.model or DEFAULT_MODELS[source.kind]

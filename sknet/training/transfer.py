@@ -14,15 +14,17 @@ step says what it did, in the run's log.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from sknet.data import Source
 from sknet.models.base import first_conv
 from sknet.models.factory import renew_classifier
 from sknet.trained import load_trained
+from sknet.training.config import TrainConfig
 
 PREPROCESSING_KEYS = ("input_size", "resize", "interpolation", "mean", "std")
 """What a fine-tuning run takes over from the starting weights' preprocessing."""
@@ -51,6 +53,18 @@ def load_start(weights: str) -> Start:
     """Read ``--pretrained`` weights; a missing, damaged or foreign file fails in one line."""
     path, model, record = load_trained(weights, "--pretrained")
     return Start(path, model.train(), dict(record))
+
+
+def starting_config(start: Start, config: TrainConfig, source: Source) -> TrainConfig:
+    """``config`` for fine-tuning from ``start`` on ``source``: the weights' model (checked
+    against ``--model``), their preprocessing under the user's overrides, and for image files
+    their input size unless ``--input-size`` is given."""
+    check_start(start, config.model, config.model_kwargs)
+    input_size = config.input_size
+    if input_size is None and source.kind == "imagenet":  # images resized from files
+        input_size = start.preprocessing.get("input_size")
+    preprocessing = {**start_preprocessing(start, source.channels), **config.preprocessing}
+    return replace(config, model=start.name, input_size=input_size, preprocessing=preprocessing)
 
 
 def start_preprocessing(start: Start, channels: int) -> dict[str, Any]:
