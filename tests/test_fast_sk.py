@@ -10,7 +10,7 @@ from torch import nn
 from sknet import SKConv, SKConv1d, SKConv3d
 from sknet.layers import ConvBnAct
 from sknet.layers.cpu_conv import RoutedConv2d, weight_grad_route
-from sknet.models.resnext import Bottleneck
+from sknet.models.resnext import BlockOptions, Bottleneck
 
 
 def reference_conv_bn_act(unit: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
@@ -222,7 +222,7 @@ def test_no_graph_breaks_under_torch_compile(train, groups, stride):
     """TorchDynamo captures an SK bottleneck (SK unit fused with the next conv, routed weight
     gradients, subsampled inputs) as one graph."""
     branches = [(3, 1, groups), (3, 2, groups)]
-    block = Bottleneck(32, 32, 64, stride, branches, True, 4, 8, None).train(train)
+    block = Bottleneck(32, 32, 64, stride, BlockOptions(branches, True, 4, 8)).train(train)
     x = torch.randn(2, 32, 6, 6, requires_grad=train)
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(block)(x)
@@ -233,7 +233,7 @@ def test_no_graph_breaks_under_torch_compile(train, groups, stride):
 def test_autocast_bf16_runs_the_fast_path_in_bf16(device):
     """Under autocast (CPU here; CUDA AMP with ``SKNET_TEST_DEVICE=cuda``) the fused functions
     keep bf16 tensors and fp32 parameters, and agree with fp32 to bf16 precision."""
-    block = Bottleneck(32, 32, 64, 2, [(3, 1, 4), (3, 2, 4)], True, 4, 8, None)
+    block = Bottleneck(32, 32, 64, 2, BlockOptions([(3, 1, 4), (3, 2, 4)], True, 4, 8))
     randomize(block)
     block.to(device)
     x = torch.randn(4, 32, 8, 8, device=device)

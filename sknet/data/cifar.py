@@ -74,10 +74,6 @@ class CifarSource(Source):
             self.val, transforms.Compose([*resize, *self._normalize(preprocessing)])
         )
 
-    @property
-    def train_size(self) -> int:
-        return len(self.train)
-
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {
             "input_size": size, "resize": size, "interpolation": "bilinear",

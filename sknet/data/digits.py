@@ -103,10 +103,6 @@ class DigitsSource(Source):
         (mean, *_), (std, *_) = normalization(preprocessing, [self.mean], [self.std])
         return _DigitsTransform(size, mean, std, shift)
 
-    @property
-    def train_size(self) -> int:
-        return len(self.train)
-
     def preprocessing(self, size: int) -> dict[str, Any]:
         return {
             "input_size": size, "resize": size, "interpolation": "bilinear",

@@ -195,10 +195,6 @@ class ScaledDigitsSource(Source):
         sample = torch.stack([paste(crop, middle, side, 0.5, 0.5) for crop in self.train.digits])
         self.mean, self.std = sample.mean().item(), sample.std().item()
 
-    @property
-    def train_size(self) -> int:
-        return len(self.train)
-
     def train_set(
         self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
     ) -> Dataset:

@@ -90,8 +90,9 @@ class Source:
 
     @property
     def train_size(self) -> int:
-        """Training images (before augmentation)."""
-        raise NotImplementedError
+        """Training images (before augmentation): those of ``self.train`` where a source holds
+        them there."""
+        return len(self.train)
 
 
 def normalization(

@@ -9,6 +9,7 @@ ImageNet and CIFAR layouts differ only in the stem and the number of stages.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,23 +21,39 @@ BLOCKS = ("bottleneck", "basic")
 """The block types of :class:`ResNeXt`."""
 
 
+@dataclass(frozen=True)
+class BlockOptions:
+    """How a block's pluggable convolution and its output are built.
+
+    Attributes:
+        branches: ``(kernel, dilation, groups)`` per branch; one is a plain (grouped) conv,
+            several an SK unit.
+        attention: SK attention across branches (else their plain sum).
+        reduction: SK r (Eq. 4).
+        min_dim: SK L (Eq. 4).
+        se_reduction: SE with this r on the block output (``None``: no SE).
+        split_input: SK branches read their share of the input channels.
+    """
+
+    branches: Sequence[Sequence[int]] = DEFAULT_BRANCHES
+    attention: bool = True
+    reduction: int = 16
+    min_dim: int = 32
+    se_reduction: int | None = None
+    split_input: bool = False
+
+
 def selective_conv(
-    in_channels: int,
-    out_channels: int,
-    stride: int,
-    branches: Sequence[Sequence[int]],
-    attention: bool,
-    reduction: int,
-    min_dim: int,
-    split_input: bool = False,
+    in_channels: int, out_channels: int, stride: int, options: BlockOptions
 ) -> nn.Module:
     """The pluggable convolution: :class:`~sknet.layers.ConvBnAct` for a single branch (a plain
     or grouped conv), :class:`~sknet.layers.SKConv` for several (an SK unit)."""
-    if len(branches) == 1:
-        kernel, dilation, groups = branches[0]
+    if len(options.branches) == 1:
+        kernel, dilation, groups = options.branches[0]
         return ConvBnAct(in_channels, out_channels, kernel, stride, dilation, groups)
     return SKConv(
-        in_channels, out_channels, stride, branches, reduction, min_dim, attention, split_input
+        in_channels, out_channels, stride, options.branches, options.reduction, options.min_dim,
+        options.attention, options.split_input,
     )
 
 
@@ -84,34 +101,18 @@ class Bottleneck(_Residual):
         width: channels of the middle convolution.
         out_channels: block output channels.
         stride: stride of the middle convolution and of the projection shortcut.
-        branches: ``(kernel, dilation, groups)`` per middle branch.
-        attention: SK attention across branches (else their plain sum).
-        reduction: SK r.
-        min_dim: SK L.
-        se_reduction: add SE with this r on the block output (``None``: no SE).
-        split_input: SK branches read their share of the input channels.
+        options: the middle convolution's branches and SK settings, and SE.
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        width: int,
-        out_channels: int,
-        stride: int,
-        branches: Sequence[Sequence[int]],
-        attention: bool,
-        reduction: int,
-        min_dim: int,
-        se_reduction: int | None,
-        split_input: bool = False,
+        self, in_channels: int, width: int, out_channels: int, stride: int,
+        options: BlockOptions,
     ) -> None:
         super().__init__()
         self.conv1 = ConvBnAct(in_channels, width, 1)
-        self.conv2 = selective_conv(
-            width, width, stride, branches, attention, reduction, min_dim, split_input
-        )
+        self.conv2 = selective_conv(width, width, stride, options)
         self.conv3 = ConvBnAct(width, out_channels, 1, act=False)
-        self._add_shortcut(in_channels, out_channels, stride, se_reduction)
+        self._add_shortcut(in_channels, out_channels, stride, options.se_reduction)
 
     def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         return _then(self.conv2, self.conv3, self.conv1(x))
@@ -127,33 +128,16 @@ class BasicBlock(_Residual):
         in_channels: block input channels.
         out_channels: channels of both convolutions and of the block output.
         stride: stride of the first convolution and of the projection shortcut.
-        branches: ``(kernel, dilation, groups)`` per branch of the first convolution.
-        attention: SK attention across branches (else their plain sum).
-        reduction: SK r.
-        min_dim: SK L.
-        se_reduction: add SE with this r on the block output (``None``: no SE).
-        split_input: SK branches read their share of the input channels.
+        options: the first convolution's branches and SK settings, and SE.
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stride: int,
-        branches: Sequence[Sequence[int]],
-        attention: bool,
-        reduction: int,
-        min_dim: int,
-        se_reduction: int | None,
-        split_input: bool = False,
+        self, in_channels: int, out_channels: int, stride: int, options: BlockOptions
     ) -> None:
         super().__init__()
-        self.conv1 = selective_conv(
-            in_channels, out_channels, stride, branches, attention, reduction, min_dim,
-            split_input,
-        )
+        self.conv1 = selective_conv(in_channels, out_channels, stride, options)
         self.conv2 = ConvBnAct(out_channels, out_channels, 3, act=False)
-        self._add_shortcut(in_channels, out_channels, stride, se_reduction)
+        self._add_shortcut(in_channels, out_channels, stride, options.se_reduction)
 
     def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         return _then(self.conv1, self.conv2, x)
@@ -209,7 +193,9 @@ class ResNeXt(Backbone):
         if block not in BLOCKS:
             raise ValueError(f"ResNeXt: block must be one of {', '.join(BLOCKS)}, got {block!r}")
         branch_specs = parse_branches(branches)
-        sk = (attention, reduction, min_dim, se_reduction, split_input)
+        options = BlockOptions(
+            branch_specs, attention, reduction, min_dim, se_reduction, split_input
+        )
         if stem == "imagenet":
             self.stem, stem_level = conv_pool_stem(in_chans, stem_channels, 7)
             stem_reduction = 4
@@ -230,9 +216,9 @@ class ResNeXt(Backbone):
             for block_index in range(depth):
                 stride = 2 if index > 0 and block_index == 0 else 1
                 blocks.append(
-                    Bottleneck(in_channels, width, out_channels, stride, branch_specs, *sk)
+                    Bottleneck(in_channels, width, out_channels, stride, options)
                     if block == "bottleneck"
-                    else BasicBlock(in_channels, out_channels, stride, branch_specs, *sk)
+                    else BasicBlock(in_channels, out_channels, stride, options)
                 )
                 in_channels = out_channels
             stages.append(nn.Sequential(*blocks))
