@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from crash import CrashAfterCheckpoint
 
 from sknet.analysis import analyze, capture_attention, format_findings
 from sknet.analysis.sizes import bin_of, size_bins
 from sknet.data import open_data
 from sknet.data.scaled import VAL_HEIGHTS, size_range
 from sknet.models import load_pretrained
-from sknet.training import Trainer, train
+from sknet.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = "scaled-digits:16"
@@ -52,7 +53,7 @@ def test_each_recorded_size_is_the_pasted_digits_bounding_box(source):
 def test_the_split_is_fixed_and_stratified(source):
     again = open_data(SPEC)
     assert torch.equal(again.val.images, source.val.images)
-    assert all(torch.equal(a, b) for a, b in zip(again.train.digits, source.train.digits,
+    assert all(torch.equal(a, b) for a, b in zip(again.train.images, source.train.images,
                                                  strict=True))
     digits = source.val.targets[: len(source.val) // VAL_HEIGHTS]  # one height's: every digit
     total = torch.bincount(torch.cat([source.train.targets, digits]), minlength=10)
@@ -110,20 +111,11 @@ def scaled_run(tmp_path_factory):
 def test_resume_with_per_sample_draws_is_exact(scaled_run, tmp_path, monkeypatch):
     out, summary = scaled_run
     assert summary["input_size"] == 16  # the canvas side, by default
-    save = Trainer._checkpoint
-    calls = []
-
-    def crash_on_second(self):
-        save(self)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_checkpoint", crash_on_second)
+    crash = CrashAfterCheckpoint(monkeypatch, 2)
     again = tmp_path / "again"
     with pytest.raises(KeyboardInterrupt):
         train(out=str(again), **RUN)
-    monkeypatch.setattr(Trainer, "_checkpoint", save)
+    crash.stop()
     train(resume=again / "last.pt")
     ours = torch.load(again / "last.pt", weights_only=True)["model"]
     theirs = torch.load(out / "last.pt", weights_only=True)["model"]

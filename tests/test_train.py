@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from crash import CrashAfterCheckpoint
 from imagefolder import make_image_folder
 from tiny import TINY
 
@@ -25,7 +26,7 @@ import sknet.training.recipe as recipes
 from sknet.cli import main
 from sknet.evaluation import evaluate
 from sknet.models import get_entry
-from sknet.training import RECIPES, TrainConfig, Trainer, recipe_for, resolve, train
+from sknet.training import RECIPES, TrainConfig, recipe_for, resolve, train
 from sknet.training.config import layer, lr_at
 from sknet.training.recipe import milestone_epochs
 
@@ -142,24 +143,15 @@ def test_a_run_writes_everything_and_eval_reproduces_it(digits_run):
 
 def test_resume_after_crashes_gives_the_same_weights(digits_run, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    save = Trainer._checkpoint
-    calls = []
-
-    def crash_on_third(self):
-        save(self)
-        calls.append((self.progress.epoch, self.progress.step))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_checkpoint", crash_on_third)
+    crash = CrashAfterCheckpoint(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train(out=str(out), **RUN)
-    assert calls == [(0, 5), (0, 10), (0, 15)]  # killed mid-epoch
-    calls.clear()
+    assert crash.calls == [(0, 5), (0, 10), (0, 15)]  # killed mid-epoch
+    crash.calls.clear()
     with pytest.raises(KeyboardInterrupt):
         train(resume=out / "last.pt")
-    assert calls == [(0, 20), (1, 0), (1, 5)]  # killed again, after an epoch end
-    monkeypatch.setattr(Trainer, "_checkpoint", save)
+    assert crash.calls == [(0, 20), (1, 0), (1, 5)]  # killed again, after an epoch end
+    crash.stop()
     summary = train(resume=out / "last.pt")
     assert _same(_weights(out), _weights(digits_run[0]))
     assert summary["top1_err"] == digits_run[1]["top1_err"]

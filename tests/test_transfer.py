@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 import yaml
+from crash import CrashAfterCheckpoint
 from imagefolder import make_image_folder
 from safetensors.torch import save_file
 from tiny import TINY
@@ -80,21 +81,12 @@ def test_fine_tuning_a_timm_file_keeps_the_backbone_and_resumes_exactly(
 
     # Interrupted after its third checkpoint and resumed, the run ends with the same weights.
     monkeypatch.setattr(Trainer, "_train_epoch", run_epoch)
-    save = Trainer._checkpoint
-    calls = []
-
-    def crash_on_third(self):
-        save(self)
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_checkpoint", crash_on_third)
+    crash = CrashAfterCheckpoint(monkeypatch, 3)
     again = tmp_path / "again"
     with pytest.raises(KeyboardInterrupt):
         train(data=str(folder), pretrained=str(timm_file), out=str(again), save_every=2,
               **FOLDER_RUN)
-    monkeypatch.setattr(Trainer, "_checkpoint", save)
+    crash.stop()
     train(resume=again / "last.pt")
     ours, theirs = _state(again), _state(out)
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -138,20 +130,11 @@ def test_a_frozen_run_resumes_exactly_and_keeps_its_groups(digits_source, tmp_pa
                 "epochs": 2, "freeze": "conv2", "backbone_lr_scale": 0.5, "save_every": 4}
     whole = tmp_path / "whole"
     train(out=str(whole), **settings)
-    save = Trainer._checkpoint
-    calls = []
-
-    def crash_on_second(self):
-        save(self)
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_checkpoint", crash_on_second)
+    crash = CrashAfterCheckpoint(monkeypatch, 2)
     again = tmp_path / "again"
     with pytest.raises(KeyboardInterrupt):
         train(out=str(again), **settings)
-    monkeypatch.setattr(Trainer, "_checkpoint", save)
+    crash.stop()
     status, line = _cli(capsys, "train", "--resume", again / "last.pt", "--freeze", "conv3")
     assert status == 2 and "trained with --freeze conv2, not conv3" in line
     status, line = _cli(capsys, "train", "--resume", again / "last.pt", "--backbone-lr-scale", 1)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from sknet.layers import SKConv
+from sknet.models.weights_io import model_name
 
 _UNIT_NAME = re.compile(r"SK_(\d+)_(\d+)[a-z]?")
 
@@ -50,7 +51,7 @@ def selecting_units(model: nn.Module) -> dict[str, SKConv]:
         ValueError: the model has no SK units, or none with attention between branches of
             different receptive fields.
     """
-    name = getattr(model, "config", {}).get("name", type(model).__name__)
+    name = model_name(model)
     finder = getattr(model, "sk_units", None)
     units = finder() if callable(finder) else {}
     if not units:

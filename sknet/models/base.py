@@ -13,7 +13,7 @@ from torch import nn
 
 from sknet.layers import ConvBnAct, SKConv, init_weights
 from sknet.layers.init import CONVS
-from sknet.models.weights_io import save_pretrained
+from sknet.models.weights_io import model_name, save_pretrained
 
 
 class Backbone(nn.Module):
@@ -214,7 +214,7 @@ class FeatureExtractor(nn.Module):
     def __init__(self, model: Backbone, out_indices: Sequence[int] | None = None) -> None:
         super().__init__()
         levels = model.feature_info
-        name = getattr(model, "config", {}).get("name", type(model).__name__)
+        name = model_name(model)
         indices = (
             list(range(1, len(levels)))
             if out_indices is None

@@ -46,6 +46,7 @@ from sknet.models.resnext import ResNeXt
 from sknet.models.weights_io import (
     CONFIG_NAME,
     Mismatch,
+    model_name,
     read_json,
     read_torch_file,
     read_weights,
@@ -135,7 +136,7 @@ def timm_names(model: nn.Module) -> dict[str, str]:
         ValueError: ``model`` has no timm counterpart (not an ImageNet :class:`ResNeXt`).
     """
     model = unwrap(model)
-    name = getattr(model, "config", {}).get("name", type(model).__name__)
+    name = model_name(model)
     if not isinstance(model, ResNeXt):
         raise ValueError(f"model {name!r} has no timm counterpart: {_SUPPORTED}")
     block_rules = (

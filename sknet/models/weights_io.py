@@ -45,6 +45,11 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def model_name(model: nn.Module) -> str:
+    """The registered name of a model built by ``create_model``, else its class name."""
+    return getattr(model, "config", {}).get("name", type(model).__name__)
+
+
 def weight_paths(path: PathLike) -> tuple[Path, Path]:
     """``(weights, config)`` of a directory, a ``.safetensors`` file or its ``.json`` config."""
     path = Path(path)
@@ -311,9 +316,8 @@ def load_state_into(
     model = unwrap(model)
     mismatch = Mismatch.of(state, model.state_dict())
     if mismatch is not None:
-        name = getattr(model, "config", {}).get("name", type(model).__name__)
         raise ValueError(
-            f"{source}: weights do not fit model {name!r}: {mismatch.counts()}; they belong to "
-            "another model or class count"
+            f"{source}: weights do not fit model {model_name(model)!r}: {mismatch.counts()}; "
+            "they belong to another model or class count"
         )
     model.load_state_dict(state)

@@ -23,6 +23,7 @@ from torch import nn
 from sknet.data import Source
 from sknet.models.base import first_conv
 from sknet.models.factory import renew_classifier
+from sknet.models.weights_io import model_name
 from sknet.trained import load_trained
 from sknet.training.config import TrainConfig
 
@@ -168,7 +169,7 @@ def frozen_modules(model: nn.Module, stage: str | None) -> list[nn.Module]:
         return []
     names = stage_names(model)
     if stage not in names:
-        name = getattr(model, "config", {}).get("name", type(model).__name__)
+        name = model_name(model)
         raise ValueError(
             f"--freeze {stage}: no such stage of {name!r}; it has {', '.join(names)} "
             "(conv1 is the stem; freezing convK keeps conv1..convK fixed)"
