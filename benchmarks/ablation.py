@@ -67,9 +67,12 @@ def errors_by_size(run: Path, device: str) -> tuple[list[float], list[float]]:
     """The heights the validation digits were drawn at (one bin each, around it) and the last
     epoch's top-1 error (%) in each bin."""
     trained = open_trained(run / "last.pt")
-    size = int(trained.record["preprocessing"]["input_size"])
+    preprocessing = trained.preprocessing()
     model = trained.model.to(pick_device(device))
-    loader = DataLoader(trained.source.val_set(size), batch_size=256, collate_fn=collate)
+    loader = DataLoader(
+        trained.source.val_set(preprocessing.input_size, preprocessing), batch_size=256,
+        collate_fn=collate,
+    )
     wrong = []
     for images, targets, _ in loader:
         predictions = model(images.to(next(model.parameters()).device)).argmax(1).cpu()

@@ -18,23 +18,20 @@ from typing import Any
 from sknet.analysis import analyze, format_findings
 from sknet.atomic import write_json
 from sknet.devices import DEVICE_HELP
+from sknet.errors import UserError
 from sknet.evaluation import evaluate
 from sknet.export import export_checkpoint
 from sknet.models import list_models
+from sknet.models.locate import WEIGHTS_HELP
 from sknet.predict import format_prediction, predict
 from sknet.profiling import format_derivations, format_table, report
-from sknet.trained import WEIGHTS_HELP
 from sknet.training import train
 from sknet.training.config import options, parse_numbers
 
 PREDICT_WEIGHTS = (
-    "training --out folder, weights folder or X.safetensors (their config holds the "
-    "preprocessing; a bare last.pt does not)"
+    "training --out folder, weights folder, X.safetensors or last.pt (their record holds the "
+    "preprocessing)"
 )
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line without a traceback."""
 
 
 def format_command(argv: Sequence[str]) -> str:
@@ -352,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             _weights_argument(args)
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, KeyboardInterrupt) as error:
+    except (UserError, FileNotFoundError, KeyboardInterrupt) as error:
         if args.debug:
             traceback.print_exc()
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)

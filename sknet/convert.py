@@ -17,6 +17,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.layers import SKConv, SKConv1d, SKConv3d, init_weights
 
 SK_LAYERS: dict[type[nn.Module], type[SKConv]] = {
@@ -229,7 +230,7 @@ def convert_to_sk(
                 min_dim, attention, split,
             )
         except ValueError as error:  # groups that do not divide the (split) channels
-            raise ValueError(
+            raise UserError(
                 f"convert_to_sk: {prefix + conv_name} ({conv.in_channels}->{conv.out_channels}, "
                 f"groups {conv.groups}) cannot take SK[{branches}, split input {split}]: {error}"
             ) from None
@@ -250,7 +251,7 @@ def convert_to_sk(
             )
         )
     if not replaced:
-        raise ValueError(
+        raise UserError(
             f"convert_to_sk: no eligible convolution in {type(model).__name__}"
             f"{' (after the include filter)' if include is not None else ''}; SK replaces a k x k "
             "nn.Conv1d/2d/3d (k odd > 1, one stride and dilation, 'same' padding) other than an "

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sknet.errors import UserError
+
 
 @dataclass(frozen=True)
 class Processes:
@@ -28,12 +30,12 @@ class Processes:
 def pick_device(device: str, local_rank: int = 0) -> torch.device:
     """``auto`` (CUDA if present), ``cpu``, ``cuda`` (this process's local GPU) or ``cuda:N``."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}")
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available; use --device cpu")
+        raise UserError(f"--device {device}: no CUDA device is available; use --device cpu")
     chosen = torch.device(device if ":" in device else f"cuda:{local_rank}")
     torch.cuda.set_device(chosen)
     return chosen

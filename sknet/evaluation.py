@@ -8,7 +8,7 @@ per-epoch validation.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, Subset
 
 from sknet.data import Source, collate
 from sknet.devices import Processes, all_sum, default_workers, single_process
+from sknet.errors import UserError
+from sknet.preprocessing import Preprocessing
 from sknet.trained import open_trained
 
 
@@ -62,7 +64,7 @@ def measure(
     model.train(was_training)
     top1, top5, count, skipped = all_sum(sums, processes)
     if not count:
-        raise ValueError("no validation image could be read")
+        raise UserError("no validation image could be read")
     return {
         "top1_err": 100.0 * (1 - top1 / count),
         "top5_err": 100.0 * (1 - top5 / count),
@@ -74,9 +76,10 @@ def measure(
 
 def val_loader(
     source: Source, size: int, batch: int, workers: int, processes: Processes,
-    preprocessing: Mapping[str, Any] | None = None,
+    preprocessing: Preprocessing,
 ) -> DataLoader:
-    """This process's share of the validation images, prepared for evaluation at ``size``."""
+    """This process's share of the validation images, prepared for evaluation at ``size`` as the
+    resolved ``preprocessing`` says."""
     dataset = source.val_set(size, preprocessing)
     shard = Subset(dataset, range(processes.rank, len(dataset), processes.world_size))
     return DataLoader(
@@ -111,17 +114,17 @@ def evaluate(
     """
     trained = open_trained(weights, data, flag="--checkpoint")
     record = trained.record
-    sizes = list(sizes or record.get("eval_sizes") or [record["preprocessing"]["input_size"]])
+    sizes = list(sizes or record.extra.get("eval_sizes") or [trained.input_size])
     processes = single_process(device)
     model = trained.model.to(processes.device)
     workers = default_workers(trained.source.loader_workers, workers)
     results = {}
     for size in sizes:
         loader = val_loader(
-            trained.source, size, batch_size, workers, processes, trained.preprocessing
+            trained.source, size, batch_size, workers, processes, trained.preprocessing(size)
         )
         results[str(size)] = measure(model, loader, processes)
     return {
-        "weights": str(trained.path), "model": record["model"], "data": trained.data,
+        "weights": str(trained.path), "model": record.name, "data": trained.data,
         "results": results,
     }

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.atomic import atomic_path
+from sknet.errors import UserError
 from sknet.layers import fold_bn
 from sknet.layers.init import CONVS
 from sknet.models.base import input_channels
@@ -66,7 +67,7 @@ def deploy(model: nn.Module) -> nn.Module:
                     parent._modules[bn_name] = nn.Identity()
     left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]
     if left:
-        raise ValueError(
+        raise UserError(
             f"deploy: cannot fold BatchNorm {left[0]!r} ({len(left)} in all): it does not "
             "directly follow a convolution in an nn.Sequential"
         )
@@ -75,7 +76,7 @@ def deploy(model: nn.Module) -> nn.Module:
 
 def _fold_into(conv: nn.Module, bn: _BatchNorm) -> None:
     if bn.running_var is None:
-        raise ValueError(
+        raise UserError(
             f"deploy: BatchNorm {bn} has no running statistics (track_running_stats=False), so "
             "it normalises by the batch even in eval mode and cannot be folded"
         )
@@ -169,13 +170,13 @@ def export_checkpoint(
     """
     _require_onnx()
     path, model, record = load_trained(checkpoint, "--checkpoint")
-    size = input_size or record.get("preprocessing", {}).get("input_size")
+    size = input_size or (record.preprocessing and record.preprocessing.input_size)
     if not size:
-        raise ValueError(f"{path}: its config records no input size; pass --input-size")
+        raise UserError(f"{path}: its config records no input size; pass --input-size")
     channels = input_channels(model)
     opset = opset or ONNX_OPSET
     export_onnx(model, out, input_size=int(size), in_chans=channels, fold=fold, opset=opset)
     return {
-        "out": str(out), "weights": str(path), "model": record["model"],
+        "out": str(out), "weights": str(path), "model": record.name,
         "input_shape": ["N", channels, int(size), int(size)], "folded": fold, "opset": opset,
     }

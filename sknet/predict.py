@@ -16,6 +16,7 @@ import torch
 
 from sknet.data import eval_transform, read_image
 from sknet.devices import pick_device
+from sknet.errors import UserError
 from sknet.models.base import input_channels
 from sknet.trained import load_trained
 
@@ -36,7 +37,7 @@ def _load(path: Path, transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
         image = read_image(str(path))
     except Exception as error:  # PIL raises many types for damaged or foreign files
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ValueError(
+        raise UserError(
             f"{path}: not a readable image ({reason}); pass files Pillow can decode "
             "(PNG, JPEG, ...)"
         ) from None
@@ -67,15 +68,21 @@ def predict(
         ValueError: an unreadable image, or weights without a preprocessing config.
     """
     if top < 1:
-        raise ValueError(f"--top must be at least 1, got {top}")
+        raise UserError(f"--top must be at least 1, got {top}")
     paths = [Path(image) for image in images]
     missing = [path for path in paths if not path.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise FileNotFoundError(f"{missing[0]}: no such image file{more}")
     path, model, record = load_trained(checkpoint, "--checkpoint")
-    transform = eval_transform(record.get("preprocessing", {}), input_channels(model), str(path))
-    names = list(record.get("class_names") or range(record["num_classes"]))
+    if record.preprocessing is None:
+        raise UserError(
+            f"{path}: the weights record no preprocessing (input size, mean/std), so images "
+            "cannot be prepared for them; use weights saved with it (a run's best.safetensors, "
+            "or set model.record's preprocessing before save_pretrained)"
+        )
+    transform = eval_transform(record.preprocessing, input_channels(model), str(path))
+    names = list(record.class_names or range(record.num_classes))
     target = pick_device(device)
     model.to(target)
     results = []

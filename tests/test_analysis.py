@@ -148,7 +148,7 @@ def test_streamed_statistics_equal_a_direct_computation(tiny_run, analysed):
     """Running sums over batches of 16 give the numbers of one pass over all 60 images."""
     report, out = analysed
     source = open_data("digits")
-    dataset = source.val_set(8)
+    dataset = source.val_set(8, source.preprocessing(8))
     picked = [index * len(dataset) // 60 for index in range(60)]
     images = torch.stack([dataset[index][0] for index in picked])
     labels = torch.tensor([dataset[index][1] for index in picked])

@@ -13,10 +13,10 @@ from sknet.data import (
     collate,
     eval_transform,
     open_data,
-    preprocessing_at,
     read_image,
 )
 from sknet.data.synthetic import _SyntheticImages
+from sknet.preprocessing import Preprocessing
 
 
 def test_digits_split_is_fixed_and_stratified():
@@ -27,15 +27,16 @@ def test_digits_split_is_fixed_and_stratified():
     again = open_data("digits")
     assert torch.equal(source.val.images, again.val.images)
 
-    image, target = source.val_set(16)[0]
+    image, target = source.val_set(16, source.preprocessing(16))[0]
     assert image.shape == (1, 16, 16) and isinstance(target, int)
-    train = source.train_set(16, 1.0)
+    train = source.train_set(16, 1.0, source.preprocessing(16))
     first, _, skipped = train[(5, 123)]
     assert skipped == () and first.shape == (1, 16, 16)
     assert torch.equal(first, train[(5, 123)][0])  # same seed, same augmentation
     shifts = {train[(5, seed)][0].sum().item() for seed in range(12)}
     assert len(shifts) > 1  # the seed moves the random shift
-    assert abs(torch.stack([source.val_set(16)[i][0] for i in range(360)]).mean()) < 0.2
+    val = source.val_set(16, source.preprocessing(16))
+    assert abs(torch.stack([val[i][0] for i in range(360)]).mean()) < 0.2
 
 
 def test_epoch_batches_split_global_batches_across_processes():
@@ -66,24 +67,24 @@ def test_image_folder(tmp_path):
     source = open_data(str(make_image_folder(tmp_path)))
     assert source.kind == "imagenet" and source.class_names == ["class_0", "class_1", "class_2"]
     assert (len(source.train_files), len(source.val_files)) == (24, 9) and not source.skipped
-    image, target, _ = source.train_set(16, 0.08)[(4, 0)]
+    image, target, _ = source.train_set(16, 0.08, source.preprocessing(16))[(4, 0)]
     assert image.shape == (3, 16, 16) and target == 0
-    image, target = source.val_set(16)[8]
+    image, target = source.val_set(16, source.preprocessing(16))[8]
     assert image.shape == (3, 16, 16) and target == 2
     preprocessing = source.preprocessing(224)
-    assert preprocessing["resize"] == 256 and preprocessing["input_size"] == 224
+    assert preprocessing.resize == 256 and preprocessing.input_size == 224
+    assert preprocessing.pixel_scale == 255 and preprocessing.std == (1.0, 1.0, 1.0)
 
 
 def test_folder_validation_follows_the_weights_recorded_preprocessing(tmp_path):
     """Imported weights (e.g. timm's: bicubic, mean/std) are evaluated as they were trained."""
     source = open_data(str(make_image_folder(tmp_path)))
-    timm_like = {"input_size": 224, "resize": 256, "interpolation": "bicubic",
-                 "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-    assert preprocessing_at(timm_like, 16)["resize"] == 18  # 16 * 256 / 224, rounded
-    own, _ = source.val_set(16)[0]
+    timm_like = Preprocessing(224, 256, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert timm_like.at(16).resize == 18  # 16 * 256 / 224, rounded
+    own, _ = source.val_set(16, source.preprocessing(16))[0]
     followed, _ = source.val_set(16, timm_like)[0]
     path = source.val_files.samples[0][0]
-    expected = eval_transform(preprocessing_at(timm_like, 16))(read_image(path))
+    expected = eval_transform(timm_like.at(16))(read_image(path))
     assert torch.equal(followed, expected)
     assert not torch.allclose(own, followed, atol=0.1)
 
@@ -93,12 +94,12 @@ def test_bad_files_are_skipped_with_their_paths(tmp_path):
     assert sorted((s.path.split("/")[-1], s.reason) for s in source.skipped) == [
         ("empty.jpg", "empty file"), ("notes.txt", "not an image file"),
     ]
-    train = source.train_set(16, 0.08)
+    train = source.train_set(16, 0.08, source.preprocessing(16))
     garbage = [i for i, (path, _) in enumerate(source.train_files.samples) if "garbage" in path]
     image, _, skipped = train[(garbage[0], 0)]  # replaced by the next readable image
     assert image.shape == (3, 16, 16)
     assert [item.path.split("/")[-1] for item in skipped] == ["garbage.png"]
-    val = source.val_set(16)
+    val = source.val_set(16, source.preprocessing(16))
     items = [val[i] for i in range(len(val))]
     bad = [item for item in items if isinstance(item, Skipped)]
     assert [item.path.split("/")[-1] for item in bad] == ["truncated.jpg"]
@@ -147,7 +148,8 @@ def test_cifar_is_never_downloaded(tmp_path):
 def test_batches_do_not_depend_on_loader_workers():
     from torch.utils.data import DataLoader
 
-    train = open_data("digits").train_set(8, 1.0)
+    digits = open_data("digits")
+    train = digits.train_set(8, 1.0, digits.preprocessing(8))
 
     def batches(workers, start=0):
         sampler = EpochBatches(len(train), 128, seed=1)
@@ -163,14 +165,15 @@ def test_batches_do_not_depend_on_loader_workers():
 def test_synthetic_images_are_learnable_and_depend_only_on_their_index():
     source = open_data("synthetic:40")
     assert source.kind == "imagenet" and len(source.class_names) == 1000
-    train, val = source.train_set(24, 0.08), source.val_set(24)
+    preprocessing = source.preprocessing(24)
+    train, val = source.train_set(24, 0.08, preprocessing), source.val_set(24, preprocessing)
     assert len(train) == 40 and len(val) == 4
     image, target, skipped = train[(3, 7)]
     assert image.shape == (3, 24, 24) and target == 3 and skipped == ()
     assert torch.equal(train[(3, 7)][0], image)  # same key, same image
     flipped = {train[(3, seed)][0].flip(-1).equal(image) for seed in range(8)}
     assert flipped == {True, False}  # training flips, by the sample's seed
-    first, again = val[0], open_data("synthetic:40").val_set(24)[0]
+    first, again = val[0], open_data("synthetic:40").val_set(24, preprocessing)[0]
     assert first[1] == 40 and torch.equal(first[0], again[0])
     # Two images of one class share a pattern: closer to each other than to another class.
     same = _SyntheticImages(2, 0, 24, 1)

@@ -32,7 +32,6 @@ from safetensors.torch import save_file
 
 import sknet
 from sknet.cli import build_parser, main
-from sknet.models.timm_weights import IMAGENET_PREPROCESSING
 from sknet.training.config import check_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,8 +175,7 @@ def workspace(tmp_path_factory) -> Path:
     config = {"architecture": "skresnext50_32x4d", "num_classes": 1000,
               "pretrained_cfg": dict(theirs.pretrained_cfg)}
     (hub / "config.json").write_text(json.dumps(config, default=str))
-    sknet.save_pretrained(sknet.create_model("sknet50"), folder / "weights",
-                          preprocessing=IMAGENET_PREPROCESSING)
+    sknet.save_pretrained(sknet.create_model("sknet50"), folder / "weights")
     generator = torch.Generator().manual_seed(1)
     for name in ("cat.jpg", "dog.png"):
         pixels = torch.randint(0, 256, (240, 320, 3), generator=generator, dtype=torch.uint8)

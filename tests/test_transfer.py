@@ -217,3 +217,22 @@ def test_bad_starts_fail_in_one_line_and_touch_no_run(digits_source, tmp_path, c
     assert status == 2
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     assert not any((tmp_path / name).exists() for name in "abcdef")
+
+
+def test_weights_without_class_names_fit_by_count_everywhere(folder, tmp_path, capsys):
+    """One rule for weights that record no class names (``null``): fine-tuning keeps their
+    classifier for a folder of as many classes, as ``sknet eval`` accepts them for it. On
+    411b0df they were saved with placeholder names ``0, 1, 2``: eval took them, fine-tuning
+    re-initialised the head for "other class names"."""
+    model = sknet.create_model("sknet_digits", num_classes=3, in_chans=3, **TINY)
+    model.save_pretrained(tmp_path / "w")
+    assert json.loads((tmp_path / "w" / "config.json").read_text())["class_names"] is None
+    report = sknet.evaluate(tmp_path / "w", data=str(folder), sizes=[16])
+    assert report["results"]["16"]["images"] == 9
+    train(data=str(folder), pretrained=str(tmp_path / "w"), out=str(tmp_path / "t"),
+          input_size=16, batch_size=6, epochs=1, eval_sizes=[16])
+    log = capsys.readouterr().err
+    assert "the weights record no class names: the classifier is kept if the count fits" in log
+    assert "kept all" in log and "re-initialised" not in log
+    record = json.loads((tmp_path / "t" / "best.json").read_text())
+    assert record["class_names"] == ["class_0", "class_1", "class_2"]

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.layers import SKConv
 from sknet.models.weights_io import model_name
 
@@ -55,7 +56,7 @@ def selecting_units(model: nn.Module) -> dict[str, SKConv]:
     finder = getattr(model, "sk_units", None)
     units = finder() if callable(finder) else {}
     if not units:
-        raise ValueError(
+        raise UserError(
             f"model {name!r} has no SK units, so there is no kernel selection to analyse; "
             "use an SK network (e.g. sknet50, sknet29, sk_shufflenet_v2_x1_0, sknet_digits)"
         )
@@ -64,7 +65,7 @@ def selecting_units(model: nn.Module) -> dict[str, SKConv]:
         if unit.attention is not None and len(set(unit.receptive_fields)) > 1
     }
     if not selecting:
-        raise ValueError(
+        raise UserError(
             f"model {name!r}: its SK units have no attention between kernels of different "
             "receptive fields (attention=False, one branch, or equal kernels); nothing to analyse"
         )

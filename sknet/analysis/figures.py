@@ -4,7 +4,6 @@ global backend change)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 from sknet.analysis.report import difference_label, large_label
 from sknet.analysis.stimulus import enlarge, scale_label
 from sknet.atomic import atomic_path
+from sknet.preprocessing import Preprocessing
 
 
 def _save(figure, path: Path) -> None:
@@ -26,10 +26,12 @@ def _titled(figure: Any, title: str, report: dict[str, Any]) -> Any:
     return figure
 
 
-def _display(image: torch.Tensor, preprocessing: Mapping[str, Any]):
+def _display(image: torch.Tensor, preprocessing: Preprocessing):
     """A normalised ``[C, H, W]`` input as an array for ``imshow`` (pixels back in [0, 1])."""
-    mean = torch.tensor(preprocessing.get("mean", [0.0]), dtype=torch.float32)[:, None, None]
-    std = torch.tensor(preprocessing.get("std", [1.0]), dtype=torch.float32)[:, None, None]
+    mean, std = (
+        torch.tensor(values, dtype=torch.float32)[:, None, None]
+        for values in preprocessing.unit_normalization()
+    )
     pixels = (image.float().cpu() * std + mean).clamp(0, 1)
     return pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
 
@@ -149,7 +151,7 @@ def figure_classes(report: dict[str, Any]):
 
 
 def write_figures(
-    report: dict[str, Any], sample_images: torch.Tensor, preprocessing: Mapping[str, Any],
+    report: dict[str, Any], sample_images: torch.Tensor, preprocessing: Preprocessing,
     out: Path,
 ) -> None:
     for sample, image in zip(report["samples"], sample_images, strict=True):

@@ -11,15 +11,15 @@ import torch
 
 from sknet.analysis.capture import stage_units
 from sknet.analysis.sizes import format_sizes
-from sknet.analysis.statistics import AttentionStatistics, channel_groups, large_minus_small
+from sknet.analysis.statistics import (
+    AttentionStatistics,
+    channel_groups,
+    large_minus_small,
+    number,
+)
 from sknet.analysis.stimulus import crop_side, scale_label
 
 FORMAT = "sknet-attention-analysis"
-
-
-def number(value: float) -> float:
-    """Eight significant digits: readable files, identical across identical runs."""
-    return float(f"{value:.8g}")
 
 
 def numbers(values: torch.Tensor) -> Any:
@@ -121,7 +121,7 @@ def build_report(
         "format_version": 1,
         "command": command,
         "checkpoint": str(trained.path),
-        "model": trained.record["model"],
+        "model": trained.record.name,
         "data": trained.data,
         "input_size": size,
         "scales": scales,

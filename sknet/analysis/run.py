@@ -28,6 +28,7 @@ from sknet.analysis.stimulus import SCALES, crop_side, enlarge
 from sknet.analysis.tables import write_tables
 from sknet.data import Skipped, collate
 from sknet.devices import default_workers, pick_device
+from sknet.errors import UserError
 from sknet.layers import SKConv
 from sknet.trained import open_trained
 
@@ -51,21 +52,21 @@ def _check_choices(
                 if name in all_units
                 else "no such SK unit"
             )
-            raise ValueError(f"{flag} {name}: {why}; the model's analysable units are {have}")
+            raise UserError(f"{flag} {name}: {why}; the model's analysable units are {have}")
 
 
 def _sample_indices(count: int, samples: Sequence[int] | None) -> list[int]:
     if samples is None:
         if count < 2:
-            raise ValueError(f"the validation set has {count} image(s); Figure 3a,b needs two")
+            raise UserError(f"the validation set has {count} image(s); Figure 3a,b needs two")
         generator = torch.Generator().manual_seed(SAMPLE_SEED)
         return sorted(torch.randperm(count, generator=generator)[:2].tolist())
     samples = [int(index) for index in samples]
     if len(samples) != 2:
-        raise ValueError(f"--samples takes two image indices (Figure 3a and 3b), got {samples}")
+        raise UserError(f"--samples takes two image indices (Figure 3a and 3b), got {samples}")
     for index in samples:
         if not 0 <= index < count:
-            raise ValueError(
+            raise UserError(
                 f"--samples {index}: out of range; the validation set has {count} images "
                 f"(0..{count - 1})"
             )
@@ -77,23 +78,23 @@ def _validate(
 ) -> list[float]:
     scales = [float(scale) for scale in scales]
     if not scales:
-        raise ValueError("--scales: give at least one scale, e.g. 1.0 1.5 2.0")
+        raise UserError("--scales: give at least one scale, e.g. 1.0 1.5 2.0")
     for scale in scales:
         if not (math.isfinite(scale) and 1 <= scale <= size):
-            raise ValueError(
+            raise UserError(
                 f"--scales {scale}: a scale is a central crop of 1/s of the side, so it must be "
                 f"between 1 and the input size {size}"
             )
     if len({crop_side(size, scale) for scale in scales}) != len(scales):
-        raise ValueError(
+        raise UserError(
             f"--scales {' '.join(map(str, scales))}: two scales give the same {size}-pixel crop"
         )
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
     if group is not None and group < 1:
-        raise ValueError(f"--channel-group must be >= 1, got {group}")
+        raise UserError(f"--channel-group must be >= 1, got {group}")
     if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {limit}")
+        raise UserError(f"--limit must be >= 1, got {limit}")
     return scales
 
 
@@ -149,9 +150,10 @@ def analyze(
     class_units = list(units) if units else default_class_units(names)
     _check_choices(analysable, list(model.sk_units()), [unit], "--unit")
     _check_choices(analysable, list(model.sk_units()), class_units, "--units")
-    size = int(trained.record["preprocessing"]["input_size"])
+    preprocessing = trained.preprocessing()  # how the inputs are made
+    size = preprocessing.input_size
     scales = _validate(scales, limit, batch_size, channel_group, size)
-    dataset = trained.source.val_set(size, trained.preprocessing)
+    dataset = trained.source.val_set(size, preprocessing)
     samples = _sample_indices(len(dataset), samples)
     chosen_device = pick_device(device)
     model.to(chosen_device)
@@ -182,7 +184,7 @@ def analyze(
     )
     skipped = _stream(model, analysable, loader, scales, stats, chosen_device, progress, sizes)
     if not stats.images:
-        raise ValueError(f"--data {trained.data}: no validation image could be read")
+        raise UserError(f"--data {trained.data}: no validation image could be read")
 
     report = build_report(
         trained, stats, scales, size, class_units, samples, sample_labels, sample_attention,
@@ -191,8 +193,7 @@ def analyze(
     report["files"] = [*FILES, *(SIZE_FILES if sizes is not None else ())]
     out = Path(out)
     write_tables(report, out)
-    shown = trained.preprocessing or trained.source.preprocessing(size)  # how the inputs were made
-    write_figures(report, sample_images, shown, out)
+    write_figures(report, sample_images, preprocessing, out)
     return report
 
 
@@ -231,7 +232,7 @@ def _read_samples(dataset, samples: Sequence[int]) -> tuple[torch.Tensor, list[i
     for index in samples:
         item = dataset[index]
         if isinstance(item, Skipped):
-            raise ValueError(
+            raise UserError(
                 f"--samples {index}: {item.path} cannot be read ({item.reason}); choose another"
             )
         images.append(item[0])

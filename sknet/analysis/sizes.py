@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from sknet.analysis.statistics import Moments, large_minus_small
+from sknet.analysis.statistics import Moments, large_minus_small, number
+from sknet.errors import UserError
 
 MAX_EXACT_BINS = 12
 """Up to this many distinct sizes, each is its own bin; beyond, equal-width bins."""
@@ -79,7 +80,7 @@ class SizeStatistics:
         """The next images of the stream: ``attention[scale][unit]``, the heights they were
         given at construction. Data of recorded sizes is in memory: nothing can be skipped."""
         if skipped:
-            raise ValueError("object sizes are recorded only for in-memory data; none skipped")
+            raise UserError("object sizes are recorded only for in-memory data; none skipped")
         count = len(next(iter(attention[self.scale].values())))
         self.add(attention[self.scale], self.heights[self.seen : self.seen + count])
         self.seen += count
@@ -128,17 +129,13 @@ class SizeStatistics:
         residual = max(syy_c - slope * sxy_c, 0.0) / (n - 2)
         correlation = sxy_c / math.sqrt(sxx_c * syy_c) if syy_c > 0 else 0.0
         return {
-            "slope": _float(slope), "slope_se": _float(math.sqrt(residual / sxx_c)),
-            "correlation": _float(correlation),
+            "slope": number(slope), "slope_se": number(math.sqrt(residual / sxx_c)),
+            "correlation": number(correlation),
         }
 
 
-def _float(value: float) -> float:
-    return float(f"{value:.8g}")
-
-
 def _floats(values: torch.Tensor) -> list[float]:
-    return [_float(value) for value in values.tolist()]
+    return [number(value) for value in values.tolist()]
 
 
 SIZE_COLUMNS = ["unit", "height_low", "height_high", "images", "diff_mean", "diff_sem", "diff_std"]

@@ -20,6 +20,11 @@ CHANNEL_GROUP = 16
 """Figure 3 (left) plots averages of 16 successive channels (SK_3_4's 256 give 16 points)."""
 
 
+def number(value: float) -> float:
+    """Eight significant digits: readable files, identical across identical runs."""
+    return float(f"{value:.8g}")
+
+
 def default_channel_group(channels: int) -> int:
     """Default channels per point of Figure 3 (left): the paper's 16, fewer for narrow units so
     that the panel keeps at least 16 points (4 for a 64-channel unit)."""

@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sknet.errors import UserError
+
 SCALES = (1.0, 1.5, 2.0)
 """Object sizes of Section 4.4."""
 
@@ -39,7 +41,7 @@ def enlarge(images: torch.Tensor, scale: float) -> torch.Tensor:
         ``H / crop_side(H, scale)``; the crop is rounded to whole pixels).
     """
     if not (math.isfinite(scale) and scale >= 1):
-        raise ValueError(f"scale must be a number >= 1 (a central crop), got {scale}")
+        raise UserError(f"scale must be a number >= 1 (a central crop), got {scale}")
     single = images.dim() == 3
     batch = images[None] if single else images
     height, width = batch.shape[-2:]

@@ -9,8 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from sknet.analysis.report import number
 from sknet.analysis.sizes import SIZE_COLUMNS, size_rows
+from sknet.analysis.statistics import number
 from sknet.atomic import write_json, write_text
 
 

@@ -25,31 +25,23 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sknet.data.cifar import CIFAR_FOLDERS, CIFAR_MEAN, CIFAR_STD, CifarSource
+from sknet.data.cifar import CIFAR_FOLDERS, CifarSource
 from sknet.data.digits import DigitsSource, parse_digits
 from sknet.data.folders import (
-    CROP_FRACTION,
     IMAGE_EXTENSIONS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     FolderSource,
     eval_transform,
-    preprocessing_at,
     read_image,
 )
 from sknet.data.scaled import ScaledDigitsSource, parse_scaled
 from sknet.data.source import EpochBatches, SampleKey, Skipped, Source, collate, sample_seed
 from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
+from sknet.errors import UserError
 
 SCALED_SPEC = re.compile(r"scaled-(mnist|digits)(:[^:]*)?")
 """The scaled-digits specs (a folder of another name stays a folder)."""
 
 __all__ = [
-    "CIFAR_MEAN",
-    "CIFAR_STD",
-    "CROP_FRACTION",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
     "CifarSource",
     "DigitsSource",
@@ -63,7 +55,6 @@ __all__ = [
     "collate",
     "eval_transform",
     "open_data",
-    "preprocessing_at",
     "read_image",
     "sample_seed",
 ]
@@ -89,13 +80,13 @@ def open_data(spec: str, *, strict: bool = False, for_training: bool = True) -> 
     if name == "synthetic":
         count = path or str(SYNTHETIC_IMAGES)
         if not count.isdigit() or int(count) < 2:
-            raise ValueError(
+            raise UserError(
                 f"--data {spec}: give the number of training images, e.g. synthetic:12800"
             )
         return SyntheticSource(int(count))
     if separator and name in CIFAR_FOLDERS:
         if not path:
-            raise ValueError(f"--data {spec}: give the CIFAR root, e.g. {name}:data/cifar")
+            raise UserError(f"--data {spec}: give the CIFAR root, e.g. {name}:data/cifar")
         return CifarSource(name, Path(path).expanduser())
     return FolderSource(Path(spec).expanduser(), strict=strict, for_training=for_training)
 

@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from torch.utils.data import Dataset
 
-from sknet.data.source import Seeded, Source, Transformed, normalization
-
-CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-"""Per-channel mean/std of the CIFAR-10 training set, as in the ResNeXt CIFAR code."""
-
+from sknet.data.source import Seeded, Source, Transformed
+from sknet.errors import UserError
+from sknet.preprocessing import CIFAR, Preprocessing
 
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CIFAR_ARCHIVES = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
@@ -42,22 +37,19 @@ class CifarSource(Source):
             self.train = builder(str(root), train=True, download=False)
             self.val = builder(str(root), train=False, download=False)
         except RuntimeError as error:
-            raise ValueError(
+            raise UserError(
                 f"{root / folder}: incomplete or corrupt CIFAR files ({error}); extract "
                 f"{CIFAR_ARCHIVES[name]} again"
             ) from None
         self.spec = f"{name}:{root}"
         self.class_names = list(self.train.classes)
 
-    def _normalize(self, preprocessing: Mapping[str, Any] | None):
+    def _normalize(self, preprocessing: Preprocessing):
         from torchvision import transforms
 
-        mean, std = normalization(preprocessing, CIFAR_MEAN, CIFAR_STD)
-        return [transforms.ToTensor(), transforms.Normalize(mean, std)]
+        return [transforms.ToTensor(), transforms.Normalize(*preprocessing.unit_normalization())]
 
-    def train_set(
-        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
-    ) -> Dataset:
+    def train_set(self, input_size: int, min_scale: float, preprocessing: Preprocessing) -> Dataset:
         from torchvision import transforms
 
         return Seeded(self.train, transforms.Compose([
@@ -66,7 +58,7 @@ class CifarSource(Source):
             *self._normalize(preprocessing),
         ]))
 
-    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+    def val_set(self, size: int, preprocessing: Preprocessing) -> Dataset:
         from torchvision import transforms
 
         resize = [] if size == 32 else [transforms.Resize(size)]
@@ -74,9 +66,5 @@ class CifarSource(Source):
             self.val, transforms.Compose([*resize, *self._normalize(preprocessing)])
         )
 
-    def preprocessing(self, size: int) -> dict[str, Any]:
-        return {
-            "input_size": size, "resize": size, "interpolation": "bilinear",
-            "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
-        }
-
+    def preprocessing(self, size: int) -> Preprocessing:
+        return CIFAR.at(size)

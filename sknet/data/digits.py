@@ -10,19 +10,16 @@ train and val.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from sknet.data.source import Seeded, Source, Tensors, Transformed, normalization
-
-DIGITS_VAL_FRACTION = 0.2
-DIGITS_SPLIT_SEED = 0
-"""The digits split is fixed (stratified, seed 0), whatever the training seed: 1,437 / 360."""
+from sknet.data.source import SPLIT_SEED, VAL_FRACTION, Seeded, Source, Tensors, Transformed
+from sknet.errors import UserError
+from sknet.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -67,8 +64,8 @@ class DigitsSource(Source):
         images = torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
         targets = torch.tensor(digits.target, dtype=torch.long)
         train_index, val_index = train_test_split(
-            range(len(targets)), test_size=DIGITS_VAL_FRACTION,
-            random_state=DIGITS_SPLIT_SEED, stratify=digits.target,
+            range(len(targets)), test_size=VAL_FRACTION, random_state=SPLIT_SEED,
+            stratify=digits.target,
         )
         kept = list(range(10)) if classes is None else list(classes)
         self.spec = digits_spec(classes, per_class)
@@ -88,27 +85,24 @@ class DigitsSource(Source):
         self.mean = self.train.images.mean().item()
         self.std = self.train.images.std().item()
 
-    def train_set(
-        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
-    ) -> Dataset:
+    def train_set(self, input_size: int, min_scale: float, preprocessing: Preprocessing) -> Dataset:
         shift = max(1, input_size // 8)  # one original pixel
         return Seeded(self.train, self._transform(input_size, preprocessing, shift))
 
-    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+    def val_set(self, size: int, preprocessing: Preprocessing) -> Dataset:
         return Transformed(self.val, self._transform(size, preprocessing))
 
     def _transform(
-        self, size: int, preprocessing: Mapping[str, Any] | None, shift: int = 0
+        self, size: int, preprocessing: Preprocessing, shift: int = 0
     ) -> _DigitsTransform:
-        (mean, *_), (std, *_) = normalization(preprocessing, [self.mean], [self.std])
+        (mean, *_), (std, *_) = preprocessing.unit_normalization()
         return _DigitsTransform(size, mean, std, shift)
 
-    def preprocessing(self, size: int) -> dict[str, Any]:
-        return {
-            "input_size": size, "resize": size, "interpolation": "bilinear",
-            "mean": [self.mean], "std": [self.std],
-            "note": "8x8 grey digits scaled from 0-16 to [0, 1], upsampled to input_size",
-        }
+    def preprocessing(self, size: int) -> Preprocessing:
+        return Preprocessing.square(
+            size, [self.mean], [self.std],
+            note="8x8 grey digits scaled from 0-16 to [0, 1], upsampled to input_size",
+        )
 
 
 
@@ -131,7 +125,7 @@ def parse_digits(spec: str) -> DigitsSource:
         "and optionally :N training images per digit, e.g. digits:5-9:10"
     )
     if len(parts) > 3 or parts[0] != "digits":
-        raise ValueError(usage)
+        raise UserError(usage)
     classes = per_class = None
     try:
         if len(parts) > 1:
@@ -143,11 +137,11 @@ def parse_digits(spec: str) -> DigitsSource:
         if len(parts) > 2:
             per_class = int(parts[2])
     except ValueError:
-        raise ValueError(usage) from None
+        raise UserError(usage) from None
     if classes is not None and (
         len(classes) < 2 or len(set(classes)) != len(classes) or not set(classes) <= set(range(10))
     ):
-        raise ValueError(f"{usage}; the digits must be at least two distinct ones of 0-9")
+        raise UserError(f"{usage}; the digits must be at least two distinct ones of 0-9")
     if per_class is not None and per_class < 1:
-        raise ValueError(f"{usage}; N must be at least 1")
+        raise UserError(f"{usage}; N must be at least 1")
     return DigitsSource(classes, per_class)

@@ -8,23 +8,18 @@ a centre crop after resizing the shorter side.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from sknet.data.source import Seeded, Skipped, Source, Transformed, normalization
+from sknet.data.source import Seeded, Skipped, Source, Transformed
+from sknet.errors import UserError
+from sknet.preprocessing import PAPER_IMAGENET, Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-CROP_FRACTION = 0.875
-"""Evaluation resizes the shorter side to ``size / 0.875`` and takes the centre ``size`` crop."""
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (1 / 255, 1 / 255, 1 / 255)
-"""The paper normalises by mean channel subtraction only (Section 4.1): on 0-255 pixels, as Caffe
-does, which is ``(x - mean) / (1/255)`` for torchvision's [0, 1] tensors."""
 
 
 def read_image(path: str):
@@ -66,7 +61,7 @@ def _scan_split(
         )
     found = _class_folders(split)
     if not found:
-        raise ValueError(
+        raise UserError(
             f"{split}: no class sub-folders; put each class's images in {split}/CLASS/"
         )
     if class_names is None:
@@ -74,7 +69,7 @@ def _scan_split(
     else:
         extra = sorted(set(found) - set(class_names))
         if extra:
-            raise ValueError(
+            raise UserError(
                 f"{split}: class folders {', '.join(extra[:5])} are not in the training split"
             )
     label = {name: index for index, name in enumerate(class_names)}
@@ -93,7 +88,7 @@ def _scan_split(
                     samples.append((path, label[name]))
                     count += 1
         if count == 0:
-            raise ValueError(
+            raise UserError(
                 f"{split / name}: class folder without images; add images or remove the folder"
             )
     if strict:
@@ -104,7 +99,7 @@ def _scan_split(
                 skipped.append(Skipped(path, f"unreadable: {error}"))
         if skipped:
             examples = "; ".join(f"{item.path} ({item.reason})" for item in skipped[:3])
-            raise ValueError(
+            raise UserError(
                 f"--strict: {len(skipped)} bad file(s) in {split}, e.g. {examples}; remove them, "
                 "or drop --strict to skip them"
             )
@@ -140,35 +135,28 @@ class FolderSource(Source):
         self.val_files = _Files(val)
         self.skipped = tuple(skipped_train + skipped_val)
 
-    def train_set(
-        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
-    ) -> Dataset:
+    def train_set(self, input_size: int, min_scale: float, preprocessing: Preprocessing) -> Dataset:
         from torchvision import transforms
 
-        mean, std = normalization(preprocessing, IMAGENET_MEAN, IMAGENET_STD)
-        interpolation = _interpolation(preprocessing or {}, "training")
+        interpolation = transforms.InterpolationMode(preprocessing.interpolation)
         return Seeded(self.train_files, transforms.Compose([
             transforms.RandomResizedCrop(
                 input_size, scale=(min_scale, 1.0), interpolation=interpolation
             ),
             transforms.RandomHorizontalFlip(),
             transforms.ToTensor(),
-            transforms.Normalize(mean, std),
+            transforms.Normalize(*preprocessing.unit_normalization()),
         ]))
 
-    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
-        chosen = self.preprocessing(size) if preprocessing is None else preprocessing
-        return Transformed(self.val_files, eval_transform(preprocessing_at(chosen, size)))
+    def val_set(self, size: int, preprocessing: Preprocessing) -> Dataset:
+        return Transformed(self.val_files, eval_transform(preprocessing.at(size)))
 
     @property
     def train_size(self) -> int:
         return len(self.train_files)
 
-    def preprocessing(self, size: int) -> dict[str, Any]:
-        return {
-            "input_size": size, "resize": round(size / CROP_FRACTION), "interpolation": "bilinear",
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-        }
+    def preprocessing(self, size: int) -> Preprocessing:
+        return PAPER_IMAGENET.at(size)
 
 
 class _Convert:
@@ -181,66 +169,37 @@ class _Convert:
         return image.convert(self.mode)
 
 
-def _interpolation(preprocessing: Mapping[str, Any], source: str) -> Any:
-    """The torchvision interpolation mode a preprocessing config names (default bilinear)."""
-    from torchvision import transforms
-
-    name = preprocessing.get("interpolation", "bilinear")
-    try:
-        return transforms.InterpolationMode(name)
-    except ValueError:
-        raise ValueError(
-            f"{source}: unknown interpolation {name!r} in the preprocessing config"
-        ) from None
-
-
-def preprocessing_at(preprocessing: Mapping[str, Any], size: int) -> dict[str, Any]:
-    """``preprocessing`` for a centre crop of ``size``, keeping its resize-to-crop ratio."""
-    crop = int(preprocessing.get("input_size", size))
-    resize = int(preprocessing.get("resize", crop))
-    return {**preprocessing, "input_size": size, "resize": round(size * resize / crop)}
-
-
 def eval_transform(
-    preprocessing: Mapping[str, Any], channels: int = 3, source: str = "preprocessing"
+    preprocessing: Preprocessing, channels: int = 3, source: str = "preprocessing"
 ) -> Callable[[Any], torch.Tensor]:
-    """The evaluation transform a weights config describes: PIL image -> normalised tensor.
+    """The one evaluation transform: PIL image -> normalised tensor, as ``preprocessing`` says.
 
     The image is converted to grey (``channels=1``) or RGB, its shorter side resized to
-    ``resize`` (default ``input_size``) with ``interpolation`` (default bilinear), the centre
-    ``input_size`` square cropped, scaled to [0, 1] and normalised by ``mean``/``std``.
+    ``resize`` with ``interpolation``, the centre ``input_size`` square cropped, scaled to [0, 1]
+    and normalised (:meth:`~sknet.preprocessing.Preprocessing.unit_normalization`).
 
     Args:
-        preprocessing: a config's ``preprocessing`` (:meth:`Source.preprocessing`).
+        preprocessing: the resolved preprocessing.
         channels: the network's input channels, 1 or 3.
-        source: where the config came from, for error messages.
+        source: where the preprocessing came from, for error messages.
 
     Raises:
-        ValueError: the config lacks ``input_size``, ``mean`` or ``std``, or does not fit
-            ``channels``.
+        sknet.errors.UserError: its normalisation does not fit ``channels``.
     """
     from torchvision import transforms
 
-    missing = [key for key in ("input_size", "mean", "std") if key not in preprocessing]
-    if missing:
-        raise ValueError(
-            f"{source}: the preprocessing config lacks {', '.join(missing)}; use weights saved "
-            "with their preprocessing (a run's best.safetensors, or sknet.save_pretrained(..., "
-            "preprocessing=...))"
-        )
     if channels not in (1, 3):
-        raise ValueError(f"{source}: images can feed 1 or 3 input channels, not {channels}")
-    mean, std = list(preprocessing["mean"]), list(preprocessing["std"])
+        raise UserError(f"{source}: images can feed 1 or 3 input channels, not {channels}")
+    mean, std = preprocessing.unit_normalization()
     if len(mean) not in (1, channels) or len(std) not in (1, channels):
-        raise ValueError(
+        raise UserError(
             f"{source}: {len(mean)} means and {len(std)} stds for a {channels}-channel input"
         )
-    size = int(preprocessing["input_size"])
-    interpolation = _interpolation(preprocessing, source)
+    interpolation = transforms.InterpolationMode(preprocessing.interpolation)
     return transforms.Compose([
         _Convert("L" if channels == 1 else "RGB"),
-        transforms.Resize(int(preprocessing.get("resize", size)), interpolation=interpolation),
-        transforms.CenterCrop(size),
+        transforms.Resize(preprocessing.resize, interpolation=interpolation),
+        transforms.CenterCrop(preprocessing.input_size),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])

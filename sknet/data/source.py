@@ -8,12 +8,15 @@ mid-epoch, with any number of loader workers or processes, sees exactly the same
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from sknet.errors import UserError
+from sknet.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,20 @@ SampleKey = tuple[int, int]
 """A training sample's address: ``(index, augmentation seed)``."""
 
 
+VAL_FRACTION = 0.2
+SPLIT_SEED = 0
+"""The in-memory digit datasets keep one fixed stratified train/val split (20% validation, seed
+0), whatever the training seed."""
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s shuffle in a run seeded with ``seed``."""
+    return seed * 1_000_003 + epoch
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of sample ``index`` in ``epoch`` of a run seeded with ``seed``."""
-    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
+    return (epoch_seed(seed, epoch) * 10_000_019 + index) % (2**63 - 1)
 
 
 class Source:
@@ -62,30 +76,26 @@ class Source:
     """The heights the validation objects were drawn at, where there are a few (bins follow
     them)."""
 
-    def train_set(
-        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
-    ) -> Dataset:
-        """Augmented training images, indexed by :data:`SampleKey`.
-
-        ``preprocessing``: what the network expects instead of the dataset's own (the starting
-        weights' ``mean``/``std`` when fine-tuning, and for image files their
-        ``interpolation``); see :meth:`val_set`.
-        """
+    def train_set(self, input_size: int, min_scale: float, preprocessing: Preprocessing) -> Dataset:
+        """Augmented training images, indexed by :data:`SampleKey`, normalised (and for image
+        files resampled) as the resolved ``preprocessing`` says
+        (:func:`~sknet.preprocessing.resolve_preprocessing`)."""
         raise NotImplementedError
 
-    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+    def val_set(self, size: int, preprocessing: Preprocessing) -> Dataset:
         """Validation images prepared for evaluation at ``size`` (items may be :class:`Skipped`).
 
-        ``preprocessing``: the evaluated weights' recorded preprocessing (e.g. imported timm
-        weights: bicubic, mean/std). Datasets of image files follow all of it, keeping its
-        resize ratio at other sizes (:func:`~sknet.data.folders.preprocessing_at`); digits and
-        CIFAR, held in memory at their own size, follow its ``mean`` and ``std``; synthetic
-        images are generated normalised. Default: the dataset's own.
+        ``preprocessing`` is the resolved one. Datasets of image files follow all of it
+        (:func:`~sknet.data.folders.eval_transform` of ``preprocessing.at(size)``); digits and
+        CIFAR, held in memory at their own size, follow its normalisation; synthetic images are
+        generated normalised.
         """
         raise NotImplementedError
 
-    def preprocessing(self, size: int) -> dict[str, Any]:
-        """What a user must do to an image before the network sees it (saved with the weights)."""
+    def preprocessing(self, size: int) -> Preprocessing:
+        """The dataset's own preprocessing at ``size``: the default that the weights' record and
+        the user's overrides layer over, and what a user must do to an image before the network
+        sees it."""
         raise NotImplementedError
 
     @property
@@ -93,14 +103,6 @@ class Source:
         """Training images (before augmentation): those of ``self.train`` where a source holds
         them there."""
         return len(self.train)
-
-
-def normalization(
-    preprocessing: Mapping[str, Any] | None, mean: Sequence[float], std: Sequence[float]
-) -> tuple[list[float], list[float]]:
-    """The ``mean`` and ``std`` that ``preprocessing`` records, else the dataset's own."""
-    preprocessing = preprocessing or {}
-    return list(preprocessing.get("mean", mean)), list(preprocessing.get("std", std))
 
 
 class Transformed(Dataset):
@@ -137,7 +139,7 @@ class Seeded(Transformed):
                 break
             skipped.append(item)
         else:
-            raise ValueError("no training image can be read; see the skipped files above")
+            raise UserError("no training image can be read; see the skipped files above")
         image, target = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -188,11 +190,11 @@ class EpochBatches(Sampler[list[SampleKey]]):
 
     def __post_init__(self) -> None:
         if self.batch_size % self.world_size:
-            raise ValueError(
+            raise UserError(
                 f"batch size {self.batch_size} is not divisible by the {self.world_size} processes"
             )
         if self.size < self.batch_size:
-            raise ValueError(
+            raise UserError(
                 f"the training set has {self.size} images, fewer than one batch of "
                 f"{self.batch_size}; lower --batch-size"
             )
@@ -210,7 +212,7 @@ class EpochBatches(Sampler[list[SampleKey]]):
         return self.steps_per_epoch - self.start
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator).tolist()
         share = self.batch_size // self.world_size
         for step in range(self.start, self.steps_per_epoch):

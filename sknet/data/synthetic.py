@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sknet.data.source import Seeded, Source, Transformed
+from sknet.preprocessing import Preprocessing
 
 SYNTHETIC_IMAGES = 12_800
 """Training images of ``--data synthetic`` (50 steps of batch 256 per epoch)."""
@@ -57,15 +55,13 @@ class SyntheticSource(Source):
         self.val_images = max(1, train_images // 10)
         self.class_names = [f"class {index}" for index in range(self.classes)]
 
-    def train_set(
-        self, input_size: int, min_scale: float, preprocessing: Mapping[str, Any] | None = None
-    ) -> Dataset:
+    def train_set(self, input_size: int, min_scale: float, preprocessing: Preprocessing) -> Dataset:
         from torchvision import transforms
 
         images = _SyntheticImages(self.train_images, 0, input_size, self.classes)
         return Seeded(images, transforms.RandomHorizontalFlip())
 
-    def val_set(self, size: int, preprocessing: Mapping[str, Any] | None = None) -> Dataset:
+    def val_set(self, size: int, preprocessing: Preprocessing) -> Dataset:
         images = _SyntheticImages(self.val_images, self.train_images, size, self.classes)
         return Transformed(images, torch.nn.Identity())
 
@@ -73,10 +69,9 @@ class SyntheticSource(Source):
     def train_size(self) -> int:
         return self.train_images
 
-    def preprocessing(self, size: int) -> dict[str, Any]:
-        return {
-            "input_size": size, "resize": size, "interpolation": "bilinear",
-            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-            "note": "synthetic images, generated already normalised",
-        }
+    def preprocessing(self, size: int) -> Preprocessing:
+        return Preprocessing.square(
+            size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0),
+            note="synthetic images, generated already normalised",
+        )
 

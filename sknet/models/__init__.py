@@ -27,7 +27,7 @@ from sknet.models.registry import (
 from sknet.models.resnext import Bottleneck, ResNeXt
 from sknet.models.shufflenet import ShuffleNetV2, ShuffleUnit
 from sknet.models.timm_weights import TIMM_ARCHITECTURES, to_timm
-from sknet.models.weights_io import read_config, save_pretrained
+from sknet.models.weights_io import read_record, save_pretrained
 
 __all__ = [
     "TIMM_ARCHITECTURES",
@@ -49,7 +49,7 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "paper_rows",
-    "read_config",
+    "read_record",
     "register_model",
     "register_paper_row",
     "save_pretrained",

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.layers import ConvBnAct, SKConv, init_weights
 from sknet.layers.init import CONVS
 from sknet.models.weights_io import model_name, save_pretrained
@@ -58,11 +59,13 @@ class Backbone(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one (``0`` gives pooled features).
 
-        ``config`` follows, so that :meth:`save_pretrained` records the new class count.
+        ``record`` follows (the new class count, no class names yet), so that
+        :meth:`save_pretrained` records what the classifier is.
         """
         self.fc = _classifier(self.num_features, num_classes)
-        if getattr(self, "config", None):
-            self.config["num_classes"] = num_classes
+        record = getattr(self, "record", None)
+        if record is not None:
+            self.record = record.with_classes(num_classes)
 
     def _finish(self, num_features: int, num_classes: int) -> None:
         """Add the classifier on ``num_features`` pooled channels, then He-initialise the
@@ -97,7 +100,7 @@ def first_conv(model: nn.Module) -> nn.Module:
     """The model's first convolution (the one that reads the input)."""
     first = next((m for m in model.modules() if isinstance(m, CONVS)), None)
     if first is None:
-        raise ValueError(
+        raise UserError(
             f"{type(model).__name__} has no convolution to read its input channels from"
         )
     return first
@@ -173,7 +176,7 @@ def resolve_out_indices(
     if isinstance(out_indices, int) or not all(
         isinstance(index, int) and not isinstance(index, bool) for index in out_indices
     ):
-        raise ValueError(
+        raise UserError(
             f"{name}: out_indices must be a sequence of ints (feature levels), got {out_indices!r}"
         )
     count = len(levels)
@@ -183,12 +186,12 @@ def resolve_out_indices(
             f"{index} (stride {level['reduction']}, {level['channels']} ch)"
             for index, level in enumerate(levels)
         )
-        raise ValueError(
+        raise UserError(
             f"{name}: out_indices {tuple(out_indices)} out of range; its feature levels are "
             f"{available} (negative indices count from the deepest)"
         )
     if any(later <= earlier for earlier, later in itertools.pairwise(resolved)):
-        raise ValueError(
+        raise UserError(
             f"{name}: out_indices {tuple(out_indices)} must be strictly increasing (shallow to "
             "deep), without repeats"
         )

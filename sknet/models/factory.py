@@ -1,10 +1,11 @@
 """Building and loading: the one place where a registered config becomes a network with weights.
 
-:func:`create_model` builds a registered model (optionally loading weights), :func:`load_pretrained`
-rebuilds the model that saved weights belong to, and :func:`from_timm` brings timm's weights into
-their counterpart. They orchestrate the pure parts: the registry (:mod:`sknet.models.registry`),
-our file format (:mod:`sknet.models.weights_io`) and the timm translation
-(:mod:`sknet.models.timm_weights`).
+:func:`create_model` builds a registered model, :func:`load_pretrained` (the one loader) turns any
+weights location into the network they belong to, and :func:`from_timm` brings timm's weights
+into their counterpart. Every model leaves here carrying its :class:`~sknet.record.ModelRecord`
+as ``model.record``. They orchestrate the pure parts: the registry
+(:mod:`sknet.models.registry`), where weights are (:mod:`sknet.models.locate`), our file format
+(:mod:`sknet.models.weights_io`) and the timm translation (:mod:`sknet.models.timm_weights`).
 """
 
 from __future__ import annotations
@@ -13,36 +14,57 @@ import inspect
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.models.base import FeatureExtractor
+from sknet.models.locate import locate
 from sknet.models.registry import get_entry
 from sknet.models.timm_weights import (
     TIMM_ARCHITECTURES,
     WeightsMismatch,
     check_geometry,
-    is_timm_source,
     module_config,
     plain_state,
-    read_timm,
     timm_class_names,
     timm_names,
     timm_preprocessing,
     to_ours,
 )
-from sknet.models.weights_io import (
-    PathLike,
-    load_state_into,
-    make_record,
-    read_config,
-    read_weights,
-)
+from sknet.models.weights_io import PathLike, load_state_into
+from sknet.preprocessing import resolve_preprocessing
+from sknet.record import ModelRecord
 
 LOG = logging.getLogger("sknet")
 """Where loading says what it did beyond the obvious (a re-initialised classifier)."""
+
+
+def build(name: str, num_classes: int, kwargs: Mapping[str, Any]) -> nn.Module:
+    """The registered ``name`` with ``num_classes`` outputs and config overrides ``kwargs``,
+    carrying its record (the entry's default preprocessing, no class names): the one call of a
+    registered builder."""
+    entry = get_entry(name)
+    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes"}
+    unknown = set(kwargs) - accepted
+    if unknown:
+        raise UserError(
+            f"model {name!r} does not take {', '.join(sorted(unknown))}; "
+            f"it takes {', '.join(sorted(accepted))}"
+        )
+    try:
+        model = entry.builder(num_classes=num_classes, **{**entry.config, **kwargs})
+    except UserError:
+        raise
+    except (ValueError, TypeError) as error:  # a layer refusing the configuration it was given
+        shown = f" with {dict(kwargs)}" if kwargs else ""
+        raise UserError(f"model {name!r}{shown}: {error}") from None
+    model.record = ModelRecord(name, dict(kwargs), num_classes, None, entry.preprocessing)
+    return model
 
 
 def create_model(
@@ -61,11 +83,10 @@ def create_model(
         num_classes: classifier outputs (default: the model's dataset, 1000 for ImageNet; with
             ``pretrained``, the file's; another count keeps the pretrained backbone and gives a
             freshly initialised classifier, which is logged on the ``sknet`` logger).
-        pretrained: released weights to load (a directory with ``model.safetensors`` +
-            ``config.json``, or ``X.safetensors`` with ``X.json``; see
-            :mod:`sknet.models.weights_io`), or timm's (see :func:`from_timm`); their recorded
-            kwargs are the defaults. ``None`` or ``False``: an untrained model. There is no hub
-            to download from, so ``True`` is refused: name the file or folder.
+        pretrained: weights to load: anything :func:`load_pretrained` reads (our weights folder
+            or ``.safetensors``, a training run's folder or ``last.pt``, timm's files); their
+            recorded kwargs are the defaults. ``None`` or ``False``: an untrained model. There
+            is no hub to download from, so ``True`` is refused: name the file or folder.
         features_only: return a :class:`~sknet.models.base.FeatureExtractor` instead, which
             outputs a list of feature maps and describes them in ``feature_info``.
         out_indices: with ``features_only``, the feature levels to return: 0 is the stem
@@ -75,69 +96,99 @@ def create_model(
             or ``attention=False`` for the rows of Tables 6 and 7.
 
     Returns:
-        The model; ``model.config`` records ``name``, ``num_classes`` and the overrides, which is
-        all that is needed to build it again.
+        The model; ``model.record`` (:class:`~sknet.record.ModelRecord`) records ``name``,
+        ``num_classes``, the overrides, class names and preprocessing: all it takes to build and
+        feed it again.
     """
     entry = get_entry(name)
     if out_indices is not None and not features_only:
-        raise ValueError(f"{name}: out_indices needs features_only=True")
-    accepted = set(inspect.signature(entry.builder).parameters) - {"num_classes"}
-    unknown = set(kwargs) - accepted
-    if unknown:
-        raise ValueError(
-            f"model {name!r} does not take {', '.join(sorted(unknown))}; "
-            f"it takes {', '.join(sorted(accepted))}"
-        )
+        raise UserError(f"{name}: out_indices needs features_only=True")
     if pretrained is True:
-        raise ValueError(
+        raise UserError(
             f"create_model({name!r}, pretrained=True): sknet downloads nothing; pass the path of "
             "weights on disk (our weights folder or .safetensors, or timm's files)"
         )
     if pretrained is not None and pretrained is not False:
-        model = _build_pretrained(name, pretrained, num_classes, kwargs)
+        model = load(pretrained, name=name, num_classes=num_classes, **kwargs).model
     else:
         classes = entry.default_num_classes if num_classes is None else num_classes
-        model = entry.builder(num_classes=classes, **{**entry.config, **kwargs})
-        model.config = {"name": name, "num_classes": classes, "kwargs": dict(kwargs)}
+        model = build(name, classes, kwargs)
     return FeatureExtractor(model, out_indices) if features_only else model
 
 
-def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
-    """Rebuild the model saved at ``path`` and load its weights (see
-    :func:`~sknet.models.weights_io.save_pretrained`).
+@dataclass(frozen=True)
+class Loaded:
+    """A network built from weights on disk, the file read and (for a ``last.pt``) the whole
+    training state."""
 
-    ``path`` may also hold timm weights (see :func:`from_timm`): the model is then the
-    counterpart of the timm architecture. ``overrides`` must not change the shapes, except
-    ``num_classes`` (a new classifier on the pretrained backbone); the returned model carries the
-    whole config as ``model.pretrained_config`` (class names, preprocessing).
+    path: Path
+    model: nn.Module
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def record(self) -> ModelRecord:
+        return self.model.record
+
+
+def load(
+    location: PathLike,
+    *,
+    name: str | None = None,
+    num_classes: int | None = None,
+    flag: str = "",
+    **kwargs: Any,
+) -> Loaded:
+    """The one loader: identify the weights at ``location`` once, build their network, load them.
+
+    Args:
+        location: see :mod:`sknet.models.locate`.
+        name: the model the caller expects (a mismatch is refused; timm weights are built as it).
+        num_classes: the classifier wanted (another count than the weights' re-initialises it).
+        flag: the option ``location`` came from, for messages.
+        **kwargs: config overrides (they must not change the weights' shapes).
     """
-    if is_timm_source(path):
-        return from_timm(path, **overrides)
-    config = read_config(path)
-    return create_model(config["model"], pretrained=path, **overrides)
+    found = locate(location, flag)
+    if found.record is None:
+        label = str(found.path)
+        model = _timm_model(found.state, found.timm_config or {}, label, name, None, **kwargs)
+        return Loaded(found.path, fit_classifier(model, num_classes, label))
+    record = found.record
+    if name is not None and record.name != name:
+        raise UserError(
+            f"{found.path} holds weights of model {record.name!r}, not {name!r}; use "
+            f"sknet.load_pretrained({str(location)!r}) to build the model they belong to"
+        )
+    record = replace(record, kwargs={**record.kwargs, **kwargs})
+    model = from_record(record, found.state, found.path)
+    return Loaded(found.path, fit_classifier(model, num_classes, str(found.path)), found.checkpoint)
+
+
+def from_record(
+    record: ModelRecord,
+    state: Mapping[str, torch.Tensor] | None = None,
+    source: PathLike = "",
+) -> nn.Module:
+    """The network ``record`` describes, carrying it, with ``state`` (read from ``source``)
+    loaded into it if given."""
+    model = build(record.name, record.num_classes, record.kwargs)
+    model.record = record
+    if state is not None:
+        load_state_into(model, state, source)
+    return model
+
+
+def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
+    """The network saved at ``path``, with its weights: anything :mod:`sknet.models.locate`
+    reads (our weights folder or file, a training run's folder or ``last.pt``, timm's weights).
+
+    ``overrides`` must not change the shapes, except ``num_classes`` (a new classifier on the
+    pretrained backbone); ``model.record`` holds the class names and preprocessing.
+    """
+    return load(path, **overrides).model
 
 
 from_pretrained = load_pretrained
 """The same function under the name that Hugging Face and timm users look for."""
-
-
-def _build_pretrained(
-    name: str, path: PathLike, num_classes: int | None, kwargs: dict[str, Any]
-) -> nn.Module:
-    """``create_model(name, pretrained=path, ...)``: check the config, build, load the weights."""
-    if is_timm_source(path):
-        return from_timm(path, name, num_classes=num_classes, **kwargs)
-    config = read_config(path)
-    if config["model"] != name:
-        raise ValueError(
-            f"{path} holds weights of model {config['model']!r}, not {name!r}; use "
-            f"sknet.load_pretrained({str(path)!r}) to build the model they belong to"
-        )
-    stored = int(config["num_classes"])
-    model = create_model(name, num_classes=stored, **{**config["kwargs"], **kwargs})
-    load_state_into(model, read_weights(path), path)
-    model.pretrained_config = config
-    return fit_classifier(model, num_classes, str(path))
 
 
 def from_timm(
@@ -164,32 +215,62 @@ def from_timm(
         class_names: one per class (default: timm's ``label_names`` if recorded, else for 1000
             classes ImageNet-1k's WordNet ids as timm lists them, when timm is installed).
         preprocessing: overrides of the recorded preprocessing (default: timm's pretrained config
-            when known, else :data:`~sknet.models.timm_weights.IMAGENET_PREPROCESSING`).
+            when known, else :data:`~sknet.preprocessing.TIMM_IMAGENET`).
         **kwargs: overrides of our model's config (e.g. ``branches`` for a timm SK model built
             with other kernels).
 
     Returns:
-        The model (train mode, like :func:`create_model`); ``model.pretrained_config`` holds the
-        class names and preprocessing, so ``model.save_pretrained(folder)`` writes a folder that
+        The model (train mode, like :func:`create_model`); ``model.record`` holds the class
+        names and preprocessing, so ``model.save_pretrained(folder)`` writes a folder that
         rebuilds it.
 
     Raises:
-        ValueError: the weights do not fit (the message names the first offending key), or a
-            timm model's layer geometry (stride, padding, dilation, groups) differs from ours.
+        sknet.errors.UserError: the weights do not fit (the message names the first offending
+            key), or a timm model's layer geometry (stride, padding, dilation, groups) differs
+            from ours.
         FileNotFoundError: no weights at ``source``.
     """
-    timm_model = source if isinstance(source, nn.Module) else None
-    if timm_model is not None:
-        label = f"timm model {type(timm_model).__name__}"
-        state, config = dict(timm_model.state_dict()), module_config(timm_model)
+    if isinstance(source, nn.Module):
+        label = f"timm model {type(source).__name__}"
+        model = _timm_model(
+            dict(source.state_dict()), module_config(source), label, name, source,
+            class_names=class_names, preprocessing=preprocessing, **kwargs,
+        )
     elif isinstance(source, Mapping):
-        label, config = "timm state dict", {}
-        state = plain_state(source, label)
+        label = "timm state dict"
+        model = _timm_model(
+            plain_state(source, label), {}, label, name, None, class_names=class_names,
+            preprocessing=preprocessing, **kwargs,
+        )
     else:
-        label = str(source)
-        state, config = read_timm(source)
+        found = locate(source)
+        if found.record is not None:
+            raise UserError(
+                f"{source}: these are sknet's own weights, not timm's; use "
+                "sknet.load_pretrained"
+            )
+        label = str(found.path)
+        model = _timm_model(
+            found.state, found.timm_config or {}, label, name, None, class_names=class_names,
+            preprocessing=preprocessing, **kwargs,
+        )
+    return fit_classifier(model, num_classes, label)
+
+
+def _timm_model(
+    state: dict[str, torch.Tensor],
+    config: Mapping[str, Any],
+    label: str,
+    name: str | None,
+    timm_model: nn.Module | None,
+    *,
+    class_names: Sequence[str] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Our counterpart of timm's weights ``state`` (timm's ``config`` beside them), loaded."""
     if any(key.startswith(("stem.", "stages.")) for key in state):
-        raise ValueError(
+        raise UserError(
             f"{label}: these are sknet's own key names (stem.*, stages.*), not timm's, and no "
             "sknet config.json is beside them; released weights need it (sknet.save_pretrained), "
             "a training last.pt is read by sknet eval or train --resume"
@@ -202,22 +283,23 @@ def from_timm(
     if stem is not None and stem.ndim == 4 and stem.shape[1] != 3 and "in_chans" not in kwargs:
         kwargs["in_chans"] = int(stem.shape[1])
     name = _timm_counterpart(name, architecture, state, classes, kwargs, label)
-    model = create_model(name, num_classes=classes, **kwargs)
+    model = build(name, classes, kwargs)
     names = timm_names(model)
     try:
         converted = to_ours(state, names, model.state_dict(), name)
     except WeightsMismatch as error:
-        raise ValueError(f"{label}: {error}") from None
+        raise UserError(f"{label}: {error}") from None
     model.load_state_dict(converted)
     if timm_model is not None:
         check_geometry(timm_model, model, names, label)
-    model.pretrained_config = make_record(
-        model,
-        class_names=timm_class_names(class_names, config, classes),
-        preprocessing={**timm_preprocessing(config), **dict(preprocessing or {})},
-        timm_architecture=architecture,
+    recorded = timm_class_names(class_names, config, classes)
+    model.record = replace(
+        model.record,
+        class_names=None if recorded is None else tuple(recorded),
+        preprocessing=resolve_preprocessing(timm_preprocessing(config), None, preprocessing),
+        extra={"timm_architecture": architecture},
     )
-    return fit_classifier(model, num_classes, label)
+    return model
 
 
 def fit_classifier(model: nn.Module, num_classes: int | None, label: str) -> nn.Module:
@@ -253,7 +335,7 @@ def _timm_counterpart(
     counterpart = TIMM_ARCHITECTURES.get(architecture or "")
     if name is not None:
         if counterpart is not None and counterpart != name:
-            raise ValueError(
+            raise UserError(
                 f"{label} holds the weights of our {counterpart!r}, not {name!r}; build "
                 f"{counterpart!r} (or leave the name out)"
             )
@@ -263,7 +345,7 @@ def _timm_counterpart(
     failures = {}
     for candidate in dict.fromkeys(TIMM_ARCHITECTURES.values()):
         with torch.device("meta"):
-            model = create_model(candidate, num_classes=classes, **kwargs)
+            model = build(candidate, classes, kwargs)
         try:
             to_ours(state, timm_names(model), model.state_dict(), candidate)
         except WeightsMismatch as error:
@@ -272,7 +354,7 @@ def _timm_counterpart(
         return candidate
     # The candidate with the most matching keys has the most telling first mismatch.
     closest = max(failures, key=lambda candidate: failures[candidate].mismatch.fitted)
-    raise ValueError(
+    raise UserError(
         f"{label}: these weights fit none of our models with a timm counterpart; the closest: "
         f"{failures[closest]}; pass name=... if they are of another of our models"
     )

@@ -1,7 +1,8 @@
 """Model registry: names, their one config, and the paper's numbers for them.
 
 Pure data: what is registered here is looked up by :mod:`sknet.models.factory`, which builds and
-loads; nothing in this module builds a network or reads a file.
+loads; nothing in this module builds a network or reads a file. Each entry carries its model's
+default preprocessing, as timm's pretrained configs and torchvision's weights do.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from sknet.errors import UserError
+from sknet.preprocessing import PAPER_IMAGENET, Preprocessing
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class ModelEntry:
     ``lightweight`` marks the compact models of Table 4, which the paper trains with its
     lightweight recipe (Section 4.1: weight decay 4e-5 instead of 1e-4 and slightly less
     aggressive scale augmentation); training reads the flag, the recipe values live there.
+    ``preprocessing`` is how the paper feeds the model (``None`` where the data decides: the
+    digits models, normalised by their training set's statistics).
     """
 
     name: str
@@ -76,6 +82,7 @@ class ModelEntry:
     paper: Paper | None = None
     default_num_classes: int = 1000
     lightweight: bool = False
+    preprocessing: Preprocessing | None = PAPER_IMAGENET
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -101,16 +108,19 @@ def register_model(
     paper: Paper | None = None,
     default_num_classes: int = 1000,
     lightweight: bool = False,
+    preprocessing: Preprocessing | None = PAPER_IMAGENET,
     **config: Any,
 ) -> ModelEntry:
     """Register ``name`` as ``builder(**config)``; ``config`` is the single source of its shape.
 
-    ``lightweight=True`` selects the paper's lightweight training recipe (see
-    :class:`ModelEntry`).
+    ``lightweight=True`` selects the paper's lightweight training recipe and ``preprocessing`` is
+    the model's default input (see :class:`ModelEntry`).
     """
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    entry = ModelEntry(name, builder, dict(config), paper, default_num_classes, lightweight)
+    entry = ModelEntry(
+        name, builder, dict(config), paper, default_num_classes, lightweight, preprocessing
+    )
     _REGISTRY[name] = entry
     if paper is not None:
         _TABLE_ROWS.append(PaperRow(name, name, {}, paper))
@@ -129,7 +139,7 @@ def get_entry(name: str) -> ModelEntry:
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see sknet.list_models()"
-        raise ValueError(f"unknown model {name!r}{hint}") from None
+        raise UserError(f"unknown model {name!r}{hint}") from None
 
 
 def register_paper_row(label: str, model: str, paper: Paper, **kwargs: Any) -> None:

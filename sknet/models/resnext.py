@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.layers import DEFAULT_BRANCHES, ConvBnAct, SKConv, SqueezeExcite, parse_branches
 from sknet.models.base import Backbone, conv_pool_stem, stage_level
 
@@ -191,7 +192,7 @@ class ResNeXt(Backbone):
     ) -> None:
         super().__init__()
         if block not in BLOCKS:
-            raise ValueError(f"ResNeXt: block must be one of {', '.join(BLOCKS)}, got {block!r}")
+            raise UserError(f"ResNeXt: block must be one of {', '.join(BLOCKS)}, got {block!r}")
         branch_specs = parse_branches(branches)
         options = BlockOptions(
             branch_specs, attention, reduction, min_dim, se_reduction, split_input
@@ -204,7 +205,7 @@ class ResNeXt(Backbone):
             stem_level = {"channels": stem_channels, "reduction": 1, "name": "stem"}
             stem_reduction = 1
         else:
-            raise ValueError(f"ResNeXt: stem must be 'imagenet' or 'cifar', got {stem!r}")
+            raise UserError(f"ResNeXt: stem must be 'imagenet' or 'cifar', got {stem!r}")
 
         stages = []
         self.feature_info = [stem_level]

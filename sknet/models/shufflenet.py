@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.layers import ConvBnAct, SKConv, SqueezeExcite, parse_branches
 from sknet.models.base import Backbone, conv_pool_stem, stage_level
 
@@ -72,9 +73,9 @@ class ShuffleUnit(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"ShuffleUnit: stride must be 1 or 2, got {stride}")
+            raise UserError(f"ShuffleUnit: stride must be 1 or 2, got {stride}")
         if out_channels % 2 or (stride == 1 and in_channels != out_channels):
-            raise ValueError(
+            raise UserError(
                 f"ShuffleUnit: a stride-1 unit keeps its (even) width, got {in_channels} -> "
                 f"{out_channels}"
             )
@@ -151,7 +152,7 @@ class ShuffleNetV2(Backbone):
         super().__init__()
         branch_specs = parse_depthwise_branches(branches)
         if len(channels) != len(depths):
-            raise ValueError(
+            raise UserError(
                 f"ShuffleNetV2: {len(channels)} stage widths for {len(depths)} stage depths"
             )
         self.stem, stem_level = conv_pool_stem(in_chans, stem_channels, 3)

@@ -41,6 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sknet.errors import UserError
 from sknet.layers import SKConv
 from sknet.models.resnext import ResNeXt
 from sknet.models.weights_io import (
@@ -52,6 +53,7 @@ from sknet.models.weights_io import (
     read_weights,
     unwrap,
 )
+from sknet.preprocessing import TIMM_IMAGENET, Preprocessing
 
 TIMM_ARCHITECTURES: dict[str, str] = {
     "skresnext50_32x4d": "sknet50",
@@ -69,13 +71,6 @@ TIMM_ARCHITECTURES: dict[str, str] = {
 _SUPPORTED = "timm import/export covers the ImageNet ResNet-family models: " + ", ".join(
     f"{ours} (timm's {theirs})" for theirs, ours in TIMM_ARCHITECTURES.items()
 )
-
-IMAGENET_PREPROCESSING: dict[str, Any] = {
-    "input_size": 224, "resize": 256, "interpolation": "bicubic",
-    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-}
-"""What a timm state dict without its config is assumed to expect: timm's ImageNet evaluation
-for ``skresnext50_32x4d.ra_in1k`` (resize to 256, centre crop 224, ImageNet mean/std on [0, 1])."""
 
 TIMM_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 """Weight files of a timm folder (as the Hugging Face hub holds them), in order of preference."""
@@ -138,7 +133,7 @@ def timm_names(model: nn.Module) -> dict[str, str]:
     model = unwrap(model)
     name = model_name(model)
     if not isinstance(model, ResNeXt):
-        raise ValueError(f"model {name!r} has no timm counterpart: {_SUPPORTED}")
+        raise UserError(f"model {name!r} has no timm counterpart: {_SUPPORTED}")
     block_rules = (
         _SK_BLOCK if any(isinstance(module, SKConv) for module in model.modules()) else _PLAIN_BLOCK
     )
@@ -152,7 +147,7 @@ def timm_names(model: nn.Module) -> dict[str, str]:
         else:
             renamed = _rename(key, _TOP)
         if renamed is None:
-            raise ValueError(
+            raise UserError(
                 f"model {name!r}: its key {key!r} has no counterpart in timm's ResNet; {_SUPPORTED}"
             )
         names[key] = renamed
@@ -228,10 +223,10 @@ def plain_state(loaded: Any, label: str) -> StateDict:
             loaded = loaded[key]
             break
     if not isinstance(loaded, Mapping) or not loaded:
-        raise ValueError(f"{label}: not a state dict (expected a mapping of names to tensors)")
+        raise UserError(f"{label}: not a state dict (expected a mapping of names to tensors)")
     for key, value in loaded.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(
+            raise UserError(
                 f"{label}: not a state dict: {key!r} holds a {type(value).__name__}, not a tensor"
             )
     state = dict(loaded)
@@ -298,29 +293,28 @@ def check_geometry(
         )
         for attribute in attributes:
             if getattr(theirs, attribute, None) != getattr(module, attribute):
-                raise ValueError(
+                raise UserError(
                     f"{label}: {theirs_name} has {attribute} {getattr(theirs, attribute, None)}, "
                     f"our {module_name} {getattr(module, attribute)}: not the same network; "
                     "pass our config's overrides (e.g. branches=...) that match it"
                 )
 
 
-def timm_preprocessing(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Our preprocessing record from timm's pretrained config (crop_pct -> resize as timm)."""
+def timm_preprocessing(config: Mapping[str, Any]) -> Preprocessing:
+    """Our preprocessing from timm's pretrained config (crop_pct -> resize as timm), else
+    :data:`~sknet.preprocessing.TIMM_IMAGENET`."""
     pretrained_cfg = config.get("pretrained_cfg", config)
     if "input_size" not in pretrained_cfg:
-        return dict(IMAGENET_PREPROCESSING)
+        return TIMM_IMAGENET
     size = int(pretrained_cfg["input_size"][-1])
     crop_pct = float(pretrained_cfg.get("crop_pct") or 1.0)
-    return {
-        "input_size": size,
-        "resize": math.floor(size / crop_pct),
-        "interpolation": pretrained_cfg.get(
-            "interpolation", IMAGENET_PREPROCESSING["interpolation"]
-        ),
-        "mean": list(pretrained_cfg.get("mean", IMAGENET_PREPROCESSING["mean"])),
-        "std": list(pretrained_cfg.get("std", IMAGENET_PREPROCESSING["std"])),
-    }
+    return Preprocessing(
+        size,
+        math.floor(size / crop_pct),
+        pretrained_cfg.get("interpolation", TIMM_IMAGENET.interpolation),
+        mean=tuple(pretrained_cfg.get("mean", TIMM_IMAGENET.mean)),
+        std=tuple(pretrained_cfg.get("std", TIMM_IMAGENET.std)),
+    )
 
 
 def timm_class_names(

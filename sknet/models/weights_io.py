@@ -2,16 +2,16 @@
 
 Released weights are ``model.safetensors`` + ``config.json``, the one format every task uses.
 
-``config.json`` holds everything needed to rebuild and feed the network: the registered model name
-and its keyword overrides, the class count and names, and the preprocessing (input size, resize
-before the centre crop, mean/std). The weights are a plain safetensors state dict, so loading them
-never executes code. Training writes its best model as ``best.safetensors`` + ``best.json`` (a
-``.safetensors`` file's config is the ``.json`` of the same stem); a directory holds
-``model.safetensors`` + ``config.json``. Both are written atomically. Files from elsewhere
-(timm's ``.pth``, a training ``last.pt``) are read with ``torch.load(weights_only=True)`` by
-:func:`read_torch_file`, which never rebuilds arbitrary objects. :class:`Mismatch` is the one
-account of a state dict that does not fit a model. Nothing here builds a model
-(:mod:`sknet.models.factory` does).
+``config.json`` is the model's :class:`~sknet.record.ModelRecord` (``record.to_json()``): the
+registered model name and its keyword overrides, the class count and names (``null`` when
+unknown), the preprocessing, and where the weights come from. The weights are a plain
+safetensors state dict, so loading them never executes code. Training writes its best model as
+``best.safetensors`` + ``best.json`` (a ``.safetensors`` file's config is the ``.json`` of the same
+stem); a directory holds ``model.safetensors`` + ``config.json``. Both are written atomically.
+Files from elsewhere (timm's ``.pth``, a training ``last.pt``) are read with
+``torch.load(weights_only=True)`` by :func:`read_torch_file`, which never rebuilds arbitrary
+objects. :class:`Mismatch` is the one account of a state dict that does not fit a model. Nothing
+here builds a model (:mod:`sknet.models.factory` does).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sknet.atomic import atomic_path, write_json
+from sknet.errors import UserError
+from sknet.preprocessing import Preprocessing
+from sknet.record import ModelRecord
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-FORMAT = "sknet-pretrained"
-FORMAT_VERSION = 1
 PathLike = str | os.PathLike
 
 
@@ -45,9 +46,21 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+def model_record(model: nn.Module) -> ModelRecord:
+    """The record of a model built by ``create_model`` (wrappers looked through)."""
+    record = getattr(unwrap(model), "record", None)
+    if not isinstance(record, ModelRecord):
+        raise UserError(
+            f"{type(unwrap(model)).__name__} has no model record: build it with "
+            "sknet.create_model (or load it with sknet.load_pretrained)"
+        )
+    return record
+
+
 def model_name(model: nn.Module) -> str:
     """The registered name of a model built by ``create_model``, else its class name."""
-    return getattr(model, "config", {}).get("name", type(model).__name__)
+    record = getattr(unwrap(model), "record", None)
+    return record.name if isinstance(record, ModelRecord) else type(unwrap(model)).__name__
 
 
 def weight_paths(path: PathLike) -> tuple[Path, Path]:
@@ -60,102 +73,69 @@ def weight_paths(path: PathLike) -> tuple[Path, Path]:
     return path / WEIGHTS_NAME, path / CONFIG_NAME
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_jsonable(item) for item in value]
-    return value
-
-
-def make_record(
-    model: nn.Module,
-    *,
-    class_names: Sequence[str] | None = None,
-    preprocessing: Mapping[str, Any] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The config that :func:`save_pretrained` writes for ``model`` (see there for the args)."""
-    model = unwrap(model)
-    config = getattr(model, "config", None)
-    if not config:
-        raise ValueError("save_pretrained needs a model built by sknet.create_model (no .config)")
-    classes = int(config["num_classes"])
-    names = [str(name) for name in (range(classes) if class_names is None else class_names)]
-    if len(names) != classes:
-        raise ValueError(f"save_pretrained: {len(names)} class names for {classes} classes")
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": config["name"],
-        "kwargs": _jsonable(config["kwargs"]),
-        "num_classes": classes,
-        "class_names": names,
-        "preprocessing": _jsonable(dict(preprocessing or {})),
-        **_jsonable(extra),
-    }
-
-
 def save_pretrained(
     model: nn.Module,
     path: PathLike,
     *,
     class_names: Sequence[str] | None = None,
-    preprocessing: Mapping[str, Any] | None = None,
+    preprocessing: Preprocessing | Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``model``'s weights and config atomically (also ``model.save_pretrained(path)``).
+    """Write ``model``'s weights and its record atomically (also ``model.save_pretrained(path)``).
 
     Args:
-        model: a model from :func:`~sknet.models.create_model` (it carries ``model.config``);
-            DDP and ``torch.compile`` wrappers are looked through.
+        model: a model from :func:`~sknet.models.create_model` or
+            :func:`~sknet.models.load_pretrained`: its ``model.record`` is what ``config.json``
+            holds; DDP and ``torch.compile`` wrappers are looked through.
         path: a directory (gets ``model.safetensors`` + ``config.json``) or a ``.safetensors``
             file (gets the ``.json`` of the same stem beside it).
-        class_names: one name per output class (default: those of the weights the model was
-            loaded from, ``model.pretrained_config``, if the class count is still theirs; else
-            ``"0"``, ``"1"``, ...).
-        preprocessing: how inputs were prepared: ``input_size``, ``resize``, ``interpolation``,
-            ``mean``, ``std`` (see :mod:`sknet.data`; default: ``model.pretrained_config``'s).
+        class_names: one name per output class, recorded in ``model.record`` first (default:
+            the record's own, ``null`` where unknown).
+        preprocessing: how inputs are prepared (a :class:`~sknet.preprocessing.Preprocessing` or
+            its JSON form), recorded in ``model.record`` first (default: the record's own).
         **extra: further JSON-able facts to record (e.g. ``dataset="digits"``).
 
     Returns:
         The path of the weights file.
     """
     model = unwrap(model)
-    loaded_from = getattr(model, "pretrained_config", None) or {}
-    classes = getattr(model, "config", {}).get("num_classes")
-    if class_names is None and loaded_from.get("num_classes") == classes:
-        class_names = loaded_from.get("class_names")
-    if preprocessing is None:
-        preprocessing = loaded_from.get("preprocessing")
-    record = make_record(model, class_names=class_names, preprocessing=preprocessing, **extra)
+    record = model_record(model)
+    if class_names is not None:
+        record = record.with_classes(record.num_classes, class_names)
+    if isinstance(preprocessing, Mapping):
+        preprocessing = Preprocessing.from_json(preprocessing, "save_pretrained(preprocessing=...)")
+    if preprocessing is not None:
+        record = replace(record, preprocessing=preprocessing)
+    model.record = record
+    if extra:
+        record = replace(record, extra={**record.extra, **extra})
     weights, config_path = weight_paths(path)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     with atomic_path(weights) as temporary:
         save_file(state, str(temporary), metadata={"format": "pt"})
-    write_json(config_path, record)
+    write_json(config_path, record.to_json())
     return weights
 
 
-def read_config(path: PathLike) -> dict[str, Any]:
-    """The config of released weights at ``path`` (directory, ``.safetensors`` or ``.json``)."""
+def config_path_of(path: PathLike) -> Path | None:
+    """Where the config of our weights at ``path`` is (``X.json``, else the folder's
+    ``config.json``), if there is one."""
     weights, config_path = weight_paths(path)
     if not config_path.exists() and (weights.parent / CONFIG_NAME).exists():
         config_path = weights.parent / CONFIG_NAME
-    if not config_path.exists():
+    return config_path if config_path.exists() else None
+
+
+def read_record(path: PathLike) -> ModelRecord:
+    """The record of released weights at ``path`` (directory, ``.safetensors`` or ``.json``)."""
+    config_path = config_path_of(path)
+    if config_path is None:
         raise FileNotFoundError(
-            f"{path}: no {config_path.name} beside the weights; expected a directory with "
-            f"{WEIGHTS_NAME} + {CONFIG_NAME}, or X.safetensors + X.json (as written by "
+            f"{path}: no {weight_paths(path)[1].name} beside the weights; expected a directory "
+            f"with {WEIGHTS_NAME} + {CONFIG_NAME}, or X.safetensors + X.json (as written by "
             "sknet.save_pretrained or sknet train), or timm's weights (sknet.from_timm)"
         )
-    config = read_json(config_path)
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{config_path}: not an sknet weights config (format is not {FORMAT})")
-    check_version(config.get("format_version"), FORMAT_VERSION, config_path)
-    missing = {"model", "kwargs", "num_classes"} - set(config)
-    if missing:
-        raise ValueError(f"{config_path}: config lacks {', '.join(sorted(missing))}")
-    return config
+    return ModelRecord.from_json(read_json(config_path), str(config_path))
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -164,19 +144,8 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not a readable JSON config ({error})") from None
+        raise UserError(f"{path}: not a readable JSON config ({error})") from None
     return config if isinstance(config, dict) else {}
-
-
-def check_version(version: Any, supported: int, where: PathLike) -> None:
-    """Refuse a file whose format version is missing, malformed or newer than ``supported``."""
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ValueError(f"{where}: no valid format version ({version!r}); the file is damaged")
-    if version > supported:
-        raise ValueError(
-            f"{where}: written in format version {version}, newer than the {supported} this "
-            "sknet reads; upgrade sknet (pip install -U sknet)"
-        )
 
 
 def read_weights(path: PathLike) -> dict[str, torch.Tensor]:
@@ -187,7 +156,7 @@ def read_weights(path: PathLike) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(weights))
     except Exception as error:  # safetensors raises its own error type for damaged files
-        raise ValueError(
+        raise UserError(
             f"{weights}: not a readable safetensors file (truncated or corrupt?): {error}"
         ) from None
 
@@ -217,7 +186,7 @@ def read_torch_file(
     except Exception as error:  # zip, pickle and EOF errors of a truncated or foreign file
         text = str(error).strip()
         first_line = text.splitlines()[0] if text else type(error).__name__
-        raise ValueError(
+        raise UserError(
             f"{where}: not a readable {what} ({hint}): {first_line}"
         ) from None
 
@@ -316,7 +285,7 @@ def load_state_into(
     model = unwrap(model)
     mismatch = Mismatch.of(state, model.state_dict())
     if mismatch is not None:
-        raise ValueError(
+        raise UserError(
             f"{source}: weights do not fit model {model_name(model)!r}: {mismatch.counts()}; "
             "they belong to another model or class count"
         )

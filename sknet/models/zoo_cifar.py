@@ -14,6 +14,7 @@ from typing import Any
 from sknet.models.registry import Derivation, Paper, register_model, register_paper_row
 from sknet.models.resnext import ResNeXt
 from sknet.models.zoo_imagenet import SK_2_32_16
+from sknet.preprocessing import CIFAR
 
 CIFAR_LAYOUT = {"depths": (3, 3, 3), "stem": "cifar", "stem_channels": 64, "base_out": 256}
 
@@ -49,7 +50,10 @@ def _cifar(
     Table 5 prints one #P per model for both datasets; the 100-class head differs by 92,250
     parameters, so both heads are checked against it.
     """
-    register_model(name, ResNeXt, paper=paper, default_num_classes=10, **CIFAR_LAYOUT, **config)
+    register_model(
+        name, ResNeXt, paper=paper, default_num_classes=10, preprocessing=CIFAR, **CIFAR_LAYOUT,
+        **config,
+    )
     register_paper_row(
         f"{name}, 100 classes", name, replace(paper, derivation=derivation_100), num_classes=100
     )

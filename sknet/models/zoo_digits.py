@@ -17,19 +17,21 @@ DIGITS_LAYOUT = {
     "depths": (1, 1, 1), "base_out": 64, "stem": "cifar", "stem_channels": 32, "in_chans": 1,
 }
 """One bottleneck in each of three stages (outputs 64, 128, 256), a 3x3 stem of 32 channels."""
+DIGITS_ENTRY = {"default_num_classes": 10, "preprocessing": None}
+"""Ten classes; no default preprocessing: the data normalises by its training set's statistics."""
 
 register_model(
-    "sknet_digits", ResNeXt, default_num_classes=10, **DIGITS_LAYOUT, cardinality=8,
+    "sknet_digits", ResNeXt, **DIGITS_ENTRY, **DIGITS_LAYOUT, cardinality=8,
     base_width=4, branches=((3, 1, 8), (3, 2, 8)), reduction=4, min_dim=16,
 )
 # Counterparts at matched cost (multiply-adds at 32x32: SKNet 29.41M + 0.11M Select, ResNeXt
 # 30.67M, SENet 30.72M): one grouped 3x3 of 10 groups of 4 channels (widths 40/80/160), SE r=4.
 register_model(
-    "resnext_digits", ResNeXt, default_num_classes=10, **DIGITS_LAYOUT, cardinality=10,
+    "resnext_digits", ResNeXt, **DIGITS_ENTRY, **DIGITS_LAYOUT, cardinality=10,
     base_width=4, branches=((3, 1, 10),),
 )
 register_model(
-    "senet_digits", ResNeXt, default_num_classes=10, **DIGITS_LAYOUT, cardinality=10,
+    "senet_digits", ResNeXt, **DIGITS_ENTRY, **DIGITS_LAYOUT, cardinality=10,
     base_width=4, branches=((3, 1, 10),), se_reduction=4,
 )
 

@@ -1,10 +1,9 @@
-"""The resume state of a run, ``last.pt``: what it holds, how it is written, how it is restored.
+"""The resume state of a run: what ``last.pt`` holds beyond the model, and how it is restored.
 
-``last.pt`` is a plain dict (``torch.load(path, weights_only=True)``): the model's state dict
-under ``"model"``, the optimizer and gradient scaler, the learning-rate schedule, the position in
-the run (:class:`Progress`), every process's RNG states and the settings. It is written
-atomically, so a run killed at any moment keeps its last good checkpoint; format name and
-version are checked by :func:`sknet.trained.read_checkpoint`, which reads it back.
+The file's format (its version, the model record, atomic writing, safe reading) lives in
+:mod:`sknet.models.resume_file`; here is what training puts in it: the model's state dict under
+``"model"``, the optimizer and gradient scaler, the learning-rate schedule, the position in the
+run (:class:`Progress`), every process's RNG states and the settings.
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from sknet.atomic import atomic_path
-from sknet.trained import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from sknet.errors import UserError
+from sknet.models.resume_file import write_checkpoint
+from sknet.models.weights_io import model_record
 from sknet.training.config import TrainConfig, lr_at, schedule
 
 
@@ -91,16 +91,11 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     progress: Progress,
     rng: list[dict[str, Any]],
-    record: Mapping[str, Any],
 ) -> None:
-    """Write ``last.pt`` atomically; ``rng`` holds every process's :func:`rng_state` (their
-    number is the run's ``world_size``); ``record`` adds facts about the data (its
-    ``class_names``, which evaluation and fine-tuning from a ``last.pt`` check)."""
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
+    """Write ``last.pt`` atomically with ``model``'s record; ``rng`` holds every process's
+    :func:`rng_state` (their number is the run's ``world_size``)."""
+    write_checkpoint(path, model_record(model), {
         "config": asdict(config),
-        "model_config": model.config,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": _schedule_record(config, progress.epoch),
@@ -113,10 +108,7 @@ def save_checkpoint(
         "skipped": sorted(progress.skipped),
         "rng": rng,
         "world_size": len(rng),
-        **record,
-    }
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+    })
 
 
 FIXED_ON_RESUME = {"freeze": None, "backbone_lr_scale": 1.0, "pretrained": None}
@@ -130,7 +122,7 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig) -> None:
         before, now = saved.get(name, default), getattr(config, name)
         if before != now:
             flag = "--" + name.replace("_", "-")
-            raise ValueError(
+            raise UserError(
                 f"--resume: the run was trained with {flag} {before}, not {now}; resume "
                 f"without {flag} (it is the checkpoint's), or start a new --out"
             )

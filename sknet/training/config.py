@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sknet.devices import DEVICE_HELP
+from sknet.errors import UserError
 from sknet.training.recipe import (
     FINE_TUNING_STEPS,
     Recipe,
@@ -56,7 +57,7 @@ def parse_mapping(text: str) -> dict:
     except yaml.YAMLError:
         value = None
     if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping like '{{attention: 0}}': {text!r}")
+        raise UserError(f"expected a mapping like '{{attention: 0}}': {text!r}")
     return value
 
 
@@ -67,7 +68,7 @@ def parse_numbers(kind: type) -> Callable[[str], list]:
         try:
             return [kind(item) for item in text.replace(",", " ").split()]
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"expected {kind.__name__}s separated by commas, got {text!r}"
             ) from None
 
@@ -206,7 +207,7 @@ def check_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     cleaned = {str(key).replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(cleaned) - set(SETTINGS))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}"
         )
     return cleaned
@@ -220,10 +221,10 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ValueError(f"--config {path}: not valid YAML ({error})".replace("\n", " ")) from None
+        raise UserError(f"--config {path}: not valid YAML ({error})".replace("\n", " ")) from None
     if not isinstance(values, dict):
         kind = type(values).__name__
-        raise ValueError(f"--config {path}: expected a mapping of settings, got a {kind}")
+        raise UserError(f"--config {path}: expected a mapping of settings, got a {kind}")
     return check_keys(values, f"--config {path}")
 
 
@@ -294,7 +295,7 @@ def resolve(
         if bad
     ]
     if problems:
-        raise ValueError("; ".join(problems))
+        raise UserError("; ".join(problems))
     return resolved
 
 

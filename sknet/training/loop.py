@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -20,26 +19,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sknet.data import EpochBatches, Source, collate, open_data, preprocessing_at
+from sknet.data import Source, open_data
 from sknet.devices import (
     Processes,
     all_sum,
     broadcast_buffers,
-    default_workers,
     gather,
     setup_processes,
     teardown_processes,
 )
+from sknet.errors import UserError
 from sknet.evaluation import measure, val_loader
-from sknet.models import create_model, get_entry, load_pretrained, save_pretrained
-from sknet.models.weights_io import load_state_into
-from sknet.trained import read_checkpoint
+from sknet.models import get_entry, save_pretrained
+from sknet.models.resume_file import read_checkpoint
+from sknet.models.weights_io import read_weights
 from sknet.training import reports
 from sknet.training.checkpoint import (
     Progress,
@@ -51,9 +48,9 @@ from sknet.training.checkpoint import (
 )
 from sknet.training.config import TrainConfig, layer, lr_at, resolve
 from sknet.training.recipe import DEFAULT_MODELS
+from sknet.training.setup import make_loaders, prepare_model
 from sknet.training.transfer import (
     Start,
-    adapt,
     freeze,
     frozen_modules,
     keep_frozen,
@@ -63,7 +60,7 @@ from sknet.training.transfer import (
 )
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last checkpoint is left as it was."""
 
 
@@ -97,8 +94,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
-        self.notes: list[str] = []
-        self.model = self._build_model(state, start)
+        self.model, self.preprocessing, self.notes = prepare_model(
+            config, source, processes, state, start
+        )
         self.frozen = frozen_modules(self.model, config.freeze)
         if self.frozen:
             count = freeze(self.frozen)
@@ -124,27 +122,7 @@ class Trainer:
         if config.compile:
             self.net = torch.compile(self.net)
 
-        workers = self.workers = default_workers(source.loader_workers, config.workers)
-        self.preprocessing = source.preprocessing(config.input_size)
-        if config.preprocessing:  # the starting weights' or the user's
-            self.preprocessing = preprocessing_at(
-                {**self.preprocessing, **config.preprocessing}, config.input_size
-            )
-        train_set = source.train_set(config.input_size, config.min_scale, self.preprocessing)
-        self.sampler = EpochBatches(
-            len(train_set), config.batch_size, config.seed, processes.rank, processes.world_size
-        )
-        self.train_loader = DataLoader(
-            train_set, batch_sampler=self.sampler,
-            num_workers=workers, collate_fn=collate, persistent_workers=workers > 0,
-            pin_memory=self.device.type == "cuda",
-        )
-        self.per_process_batch = config.batch_size // processes.world_size
-        self.val_loader = val_loader(
-            source, config.input_size, self.per_process_batch, workers, processes,
-            self.preprocessing,
-        )
-
+        self.loaders = make_loaders(config, source, processes, self.preprocessing)
         self.progress = Progress(skipped={item.path for item in source.skipped})
         self.resume_notes: list[str] = []
         if state is not None:
@@ -153,48 +131,6 @@ class Trainer:
             torch.manual_seed(config.seed + processes.rank)
 
     # -- setup ------------------------------------------------------------------------------
-
-    def _build_model(self, state: dict[str, Any] | None, start: Start | None) -> nn.Module:
-        config = self.config
-        kwargs = dict(config.model_kwargs)
-        entry = get_entry(config.model)
-        if self.source.channels != entry.config.get("in_chans", 3) and "in_chans" not in kwargs:
-            kwargs["in_chans"] = self.source.channels
-        classes = len(self.source.class_names)
-        if state is not None:
-            saved = state["model_config"]
-            if saved["num_classes"] != classes:
-                raise ValueError(
-                    f"--resume: the checkpoint has {saved['num_classes']} classes but --data "
-                    f"{config.data} has {classes}; resume on the data it was trained on"
-                )
-            # A fine-tuning run's network is its weights' (their kwargs, adapted channels).
-            expected = saved["kwargs"] if config.pretrained else kwargs
-            if saved["name"] != config.model or dict(saved["kwargs"]) != expected:
-                raise ValueError(
-                    f"--resume: the checkpoint is of model {saved['name']!r} "
-                    f"{dict(saved['kwargs']) or ''}, not {config.model!r} {kwargs or ''}; "
-                    "resume with the same --model, --model-kwargs and --data, or start a new --out"
-                )
-            kwargs = dict(saved["kwargs"])
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
-        if start is not None and state is None:
-            model, notes = adapt(start, self.source.class_names, self.source.channels)
-            self.notes += [f"fine-tuning {start.name} from {start.path}", *notes]
-        else:
-            model = create_model(config.model, num_classes=classes, **kwargs)
-        if state is not None:
-            load_state_into(model, state["model"], "--resume checkpoint")
-        if config.sync_bn and self.processes.world_size > 1:
-            if self.device.type != "cuda":
-                raise ValueError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model.to(self.device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        return model
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -233,7 +169,6 @@ class Trainer:
         )
         save_checkpoint(
             self.out / "last.pt", self.config, self.model, self.optimizer, self.scaler, saved, rng,
-            {"class_names": self.source.class_names},
         )
 
     def _write_reports(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -252,9 +187,6 @@ class Trainer:
         if self.processes.main:
             save_pretrained(
                 self.model, self.out / "best.safetensors",
-                class_names=self.source.class_names,
-                preprocessing=self.preprocessing,
-                dataset=self.config.data, eval_sizes=self.config.eval_sizes,
                 epoch=row["epoch"], top1_err=row["val_top1_err"], top5_err=row["val_top5_err"],
             )
 
@@ -279,7 +211,7 @@ class Trainer:
             self._diverged(what)
 
     def _batches(self, progress: tqdm) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, targets, skipped in self.train_loader:
+        for images, targets, skipped in self.loaders.train:
             for item in skipped:
                 if item.path not in self.progress.skipped:
                     self.progress.skipped.add(item.path)
@@ -292,7 +224,7 @@ class Trainer:
         lr = lr_at(state.epoch, config)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        self.sampler.set_epoch(state.epoch, state.step)
+        self.loaders.sampler.set_epoch(state.epoch, state.step)
         self.net.train()
         keep_frozen(self.frozen)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -300,7 +232,7 @@ class Trainer:
         images_done, seconds = state.epoch_sums[1], state.epoch_sums[2]
         show = self.processes.main and sys.stderr.isatty()
         progress = tqdm(
-            total=self.sampler.steps_per_epoch, initial=state.step, disable=not show,
+            total=self.loaders.sampler.steps_per_epoch, initial=state.step, disable=not show,
             desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
         )
         cuda = self.device.type == "cuda"
@@ -329,7 +261,7 @@ class Trainer:
                     mean = loss_sum.item() / max(images_done / self.processes.world_size, 1)
                     progress.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_done / elapsed:.0f}")
                     self._check_finite(mean, "the training loss")
-                if saving and state.step < self.sampler.steps_per_epoch:
+                if saving and state.step < self.loaders.sampler.steps_per_epoch:
                     state.epoch_sums = [
                         loss_sum.item(), images_done, seconds + time.perf_counter() - started
                     ]
@@ -341,7 +273,7 @@ class Trainer:
         total_loss, = all_sum([loss_sum.item()], self.processes)
         self._check_finite(total_loss, "the training loss")
         metrics = measure(
-            self.model, self.val_loader, self.processes, config.channels_last,
+            self.model, self.loaders.val, self.processes, config.channels_last,
             self.amp_dtype if config.amp else None,
         )
         self.progress.skipped.update(metrics["skipped_paths"])
@@ -422,11 +354,11 @@ class Trainer:
                 }
                 continue
             if best_state is None:
-                best_state = load_pretrained(self.out / "best.safetensors").state_dict()
+                best_state = read_weights(self.out / "best.safetensors")
                 self.model.load_state_dict(best_state)
             loader = val_loader(
-                self.source, size, self.per_process_batch, self.workers, self.processes,
-                self.preprocessing if self.config.preprocessing else None,
+                self.source, size, self.loaders.per_process_batch, self.loaders.workers,
+                self.processes, self.preprocessing,
             )
             metrics = measure(self.model, loader, self.processes, self.config.channels_last)
             results[str(size)] = {key: round(metrics[key], 4) for key in ("top1_err", "top5_err")}
@@ -460,7 +392,7 @@ def train(
         >>> from sknet.training import train
         >>> summary = train(data="digits", out="runs/digits")  # doctest: +SKIP
     """
-    state = None if resume is None else read_checkpoint(resume)
+    state = None if resume is None else read_checkpoint(resume, f"--resume {resume}")
     config = layer(
         overrides, config_file, state and state["config"],
         str(Path(resume).parent) if resume is not None else None,
@@ -471,7 +403,7 @@ def train(
     start = None
     if config.pretrained is not None and state is None:
         start = load_start(config.pretrained)
-        config = starting_config(start, config, source)
+        config = starting_config(start, config, source.kind)
     if config.input_size is None and source.native_size is not None:
         config = replace(config, input_size=source.native_size)
     model = config.model or DEFAULT_MODELS[source.kind]
@@ -479,7 +411,7 @@ def train(
     config = resolve(config, source.kind, model, source.train_size)
     out = Path(config.out)
     if state is None and (out / "last.pt").exists():
-        raise ValueError(
+        raise UserError(
             f"{out} already holds a run (last.pt); continue it with --resume {out / 'last.pt'} "
             "or choose another --out"
         )
@@ -487,7 +419,9 @@ def train(
     if command is None:
         shown = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
         command = f"sknet.train({shown})"
+    benchmark = torch.backends.cudnn.benchmark  # the Trainer sets it on CUDA
     try:
         return Trainer(config, source, processes, state, command, start).fit()
     finally:
+        torch.backends.cudnn.benchmark = benchmark
         teardown_processes(processes)

@@ -15,6 +15,7 @@ from torch import nn
 
 from sknet.atomic import write_json, write_text
 from sknet.devices import Processes
+from sknet.errors import UserError
 from sknet.training.checkpoint import Progress
 from sknet.training.config import TrainConfig
 
@@ -45,7 +46,7 @@ def summary(
     return {
         "command": command,
         "model": config.model,
-        "model_kwargs": model.config["kwargs"],
+        "model_kwargs": dict(model.record.kwargs),
         "data": config.data,
         "params": sum(p.numel() for p in model.parameters()),
         "epochs_done": len(history),
@@ -86,7 +87,7 @@ def tensorboard(out: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ValueError(
+        raise UserError(
             "--tensorboard needs the tensorboard package: pip install tensorboard"
         ) from None
     return SummaryWriter(str(out / "tensorboard"))

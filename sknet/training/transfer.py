@@ -1,14 +1,14 @@
 """Fine-tuning: a run that starts from trained weights instead of He initialisation.
 
-``--pretrained WEIGHTS`` takes anything :func:`sknet.trained.load_trained` reads (a training run's
-folder, our weights folder or ``.safetensors``, a ``last.pt``, timm's files). The network is the
-weights' own; its classifier is kept only when it has the dataset's classes (the same count and,
-where the weights record class names, the same names), otherwise it is re-initialised. A grey
-dataset on colour weights (or the reverse) adapts the first convolution (exact for grey inputs
-where every channel is normalised alike). ``--freeze convK`` keeps the stem (conv1) and the
-stages up to convK as they are (weights fixed, BatchNorm statistics frozen), and
-``--backbone-lr-scale`` sets the rate of the rest of the backbone against the classifier's. Each
-step says what it did, in the run's log.
+``--pretrained WEIGHTS`` takes anything the one loader (:func:`sknet.models.factory.load`)
+reads (a training run's folder, our weights folder or ``.safetensors``, a ``last.pt``, timm's
+files). The network is the weights' own; its classifier is kept only when the dataset fits it by
+the record's rule (the same count and, where the weights record class names, the same names),
+otherwise it is re-initialised. A grey dataset on colour weights (or the reverse) adapts the
+first convolution (exact for grey inputs where every channel is normalised alike).
+``--freeze convK`` keeps the stem (conv1) and the stages up to convK as they are (weights fixed,
+BatchNorm statistics frozen), and ``--backbone-lr-scale`` sets the rate of the rest of the
+backbone against the classifier's. Each step says what it did, in the run's log.
 """
 
 from __future__ import annotations
@@ -20,79 +20,60 @@ from typing import Any
 
 from torch import nn
 
-from sknet.data import Source
+from sknet.errors import UserError
 from sknet.models.base import first_conv
-from sknet.models.factory import renew_classifier
+from sknet.models.factory import load, renew_classifier
 from sknet.models.weights_io import model_name
-from sknet.trained import load_trained
+from sknet.record import ModelRecord
 from sknet.training.config import TrainConfig
-
-PREPROCESSING_KEYS = ("input_size", "resize", "interpolation", "mean", "std")
-"""What a fine-tuning run takes over from the starting weights' preprocessing."""
 
 
 @dataclass
 class Start:
-    """Starting weights: the file read, the network (train mode) and what was saved with it."""
+    """Starting weights: the file read and the network (train mode) carrying their record."""
 
     path: Path
     model: nn.Module
-    record: dict[str, Any]
+
+    @property
+    def record(self) -> ModelRecord:
+        return self.model.record
 
     @property
     def name(self) -> str:
-        return str(self.record["model"])
-
-    @property
-    def preprocessing(self) -> dict[str, Any]:
-        """The weights' preprocessing, as far as a dataset can follow it."""
-        recorded = self.record.get("preprocessing") or {}
-        return {key: recorded[key] for key in PREPROCESSING_KEYS if key in recorded}
+        return self.record.name
 
 
 def load_start(weights: str) -> Start:
     """Read ``--pretrained`` weights; a missing, damaged or foreign file fails in one line."""
-    path, model, record = load_trained(weights, "--pretrained")
-    return Start(path, model.train(), dict(record))
+    loaded = load(weights, flag="--pretrained")
+    return Start(loaded.path, loaded.model.train())
 
 
-def starting_config(start: Start, config: TrainConfig, source: Source) -> TrainConfig:
-    """``config`` for fine-tuning from ``start`` on ``source``: the weights' model (checked
-    against ``--model``), their preprocessing under the user's overrides, and for image files
-    their input size unless ``--input-size`` is given."""
+def starting_config(start: Start, config: TrainConfig, source_kind: str) -> TrainConfig:
+    """``config`` for fine-tuning from ``start``: the weights' model (checked against
+    ``--model``) and, for image files, their input size unless ``--input-size`` is given. Their
+    preprocessing is the layer under the user's overrides
+    (:func:`sknet.training.setup.run_preprocessing`)."""
     check_start(start, config.model, config.model_kwargs)
     input_size = config.input_size
-    if input_size is None and source.kind == "imagenet":  # images resized from files
-        input_size = start.preprocessing.get("input_size")
-    preprocessing = {**start_preprocessing(start, source.channels), **config.preprocessing}
-    return replace(config, model=start.name, input_size=input_size, preprocessing=preprocessing)
-
-
-def start_preprocessing(start: Start, channels: int) -> dict[str, Any]:
-    """The preprocessing a fine-tuning run takes from its weights, for data of ``channels``.
-
-    A colour network adapted to grey data (:func:`adapt_input_channels`) is exact only when
-    every channel is normalised alike; its mean and std become the averages of the three.
-    """
-    preprocessing = start.preprocessing
-    for key in ("mean", "std"):
-        values = list(preprocessing.get(key, []))
-        if channels == 1 and len(values) > 1:
-            preprocessing[key] = [sum(values) / len(values)]
-    return preprocessing
+    recorded = start.record.preprocessing
+    if input_size is None and source_kind == "imagenet" and recorded is not None:
+        input_size = recorded.input_size  # images resized from files
+    return replace(config, model=start.name, input_size=input_size)
 
 
 def check_start(start: Start, model: str | None, model_kwargs: Mapping[str, Any]) -> None:
     """``--model`` and ``--model-kwargs`` cannot build another network than the weights'."""
     if model is not None and model != start.name:
-        raise ValueError(
+        raise UserError(
             f"--pretrained {start.path} holds weights of model {start.name!r}, not --model "
             f"{model!r}; leave --model out to fine-tune {start.name!r}"
         )
     if model_kwargs:
-        raise ValueError(
+        raise UserError(
             f"--model-kwargs: the network is the one --pretrained {start.path} holds "
-            f"({start.name!r} {start.record.get('kwargs') or ''}); drop --model-kwargs"
+            f"({start.name!r} {dict(start.record.kwargs) or ''}); drop --model-kwargs"
         )
 
 
@@ -101,14 +82,19 @@ def adapt(
 ) -> tuple[nn.Module, list[str]]:
     """The starting network fitted to a dataset: its input channels and classifier.
 
+    The classifier is kept when the dataset fits it by the record's one rule
+    (:meth:`~sknet.record.ModelRecord.classes_fit`: the same count and, where the weights record
+    names, the same names), else re-initialised.
+
     Returns:
         The network and the log lines that say what was kept and what re-initialised. Call it
         with the run's RNG seeded: a new classifier is drawn from it.
     """
     model = start.model
+    record = start.record
     notes = []
-    if "mean" not in start.preprocessing:
-        notes.append("the weights record no normalisation (a last.pt): the data's own is used")
+    if record.preprocessing is None:
+        notes.append("the weights record no preprocessing: the data's own is used")
     before = first_conv(model).in_channels
     if before != channels:
         adapt_input_channels(model, channels)
@@ -116,14 +102,10 @@ def adapt(
             f"adapted the first convolution from {before} to {channels} input channel(s) "
             "(for grey images: exact where the channels are normalised alike, close otherwise)"
         )
-    recorded = [str(name) for name in start.record.get("class_names") or []]
-    if not recorded:
+    if record.class_names is None:
         notes.append("the weights record no class names: the classifier is kept if the count fits")
-    same = model.num_classes == len(class_names) and (
-        not recorded or recorded == list(class_names)
-    )
     tensors = len(model.state_dict())
-    if same:
+    if record.classes_fit(class_names):
         notes.append(f"kept all {tensors} tensors, the classifier included (the same classes)")
         return model, notes
     previous = model.num_classes
@@ -147,14 +129,14 @@ def adapt_input_channels(model: nn.Module, channels: int) -> None:
     elif conv.in_channels == 1 and channels == 3:
         adapted = weight.repeat(1, 3, *[1] * (weight.dim() - 2)) / 3
     else:
-        raise ValueError(
+        raise UserError(
             f"--pretrained: the weights take {conv.in_channels} input channels and the data has "
             f"{channels}; only grey <-> colour (1 <-> 3) can be adapted"
         )
     conv.weight = nn.Parameter(adapted.contiguous())
     conv.in_channels = channels
-    if getattr(model, "config", None):
-        model.config["kwargs"]["in_chans"] = channels
+    record = model.record
+    model.record = replace(record, kwargs={**record.kwargs, "in_chans": channels})
 
 
 def stage_names(model: nn.Module) -> list[str]:
@@ -170,7 +152,7 @@ def frozen_modules(model: nn.Module, stage: str | None) -> list[nn.Module]:
     names = stage_names(model)
     if stage not in names:
         name = model_name(model)
-        raise ValueError(
+        raise UserError(
             f"--freeze {stage}: no such stage of {name!r}; it has {', '.join(names)} "
             "(conv1 is the stem; freezing convK keeps conv1..convK fixed)"
         )

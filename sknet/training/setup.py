@@ -1,0 +1,138 @@
+"""What a run needs before its first step: the network (new, fine-tuned or resumed, checked
+against the data), the preprocessing it is fed with, and the data loaders.
+
+The network carries its :class:`~sknet.record.ModelRecord` from here on, with the dataset's
+class names and the resolved preprocessing: ``best.json`` and ``last.pt`` record exactly that.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sknet.data import EpochBatches, Source, collate
+from sknet.devices import Processes, default_workers
+from sknet.errors import UserError
+from sknet.evaluation import val_loader
+from sknet.models.factory import build, from_record
+from sknet.models.registry import get_entry
+from sknet.preprocessing import Preprocessing, resolve_preprocessing
+from sknet.record import ModelRecord
+from sknet.training.config import TrainConfig
+from sknet.training.transfer import Start, adapt
+
+
+def run_preprocessing(
+    config: TrainConfig, source: Source, weights: Preprocessing | None
+) -> Preprocessing:
+    """The run's preprocessing: the dataset's default < the starting (or resumed) weights'
+    record < ``--preprocessing``, at ``--input-size``."""
+    return resolve_preprocessing(
+        source.preprocessing(config.input_size), weights, config.preprocessing,
+        size=config.input_size, channels=source.channels,
+    )
+
+
+def _check_resumed(record: ModelRecord, config: TrainConfig, source: Source, kwargs: dict) -> None:
+    """A checkpoint resumes only on the data and network it was trained with."""
+    if not record.classes_fit(source.class_names):
+        raise UserError(
+            f"--resume: the checkpoint was trained on {record.num_classes} classes "
+            f"({', '.join((record.class_names or ('?',))[:3])}, ...) but --data {config.data} has "
+            f"{len(source.class_names)} ({', '.join(source.class_names[:3])}, ...); resume on "
+            "the data it was trained on, or fine-tune from it (--pretrained) into a new --out"
+        )
+    # A fine-tuning run's network is its weights' (their kwargs, adapted channels).
+    expected = dict(record.kwargs) if config.pretrained else kwargs
+    if record.name != config.model or dict(record.kwargs) != expected:
+        raise UserError(
+            f"--resume: the checkpoint is of model {record.name!r} {dict(record.kwargs) or ''}, "
+            f"not {config.model!r} {kwargs or ''}; resume with the same --model, "
+            "--model-kwargs and --data, or start a new --out"
+        )
+
+
+def prepare_model(
+    config: TrainConfig,
+    source: Source,
+    processes: Processes,
+    state: dict[str, Any] | None,
+    start: Start | None,
+) -> tuple[nn.Module, Preprocessing, list[str]]:
+    """The network to train, on its device, its preprocessing, and what the log should say.
+
+    From ``state`` (a resumed ``last.pt``: its record and weights), from ``start`` (fine-tuning)
+    or new (He initialisation under the run's seed).
+    """
+    kwargs = dict(config.model_kwargs)
+    entry = get_entry(config.model)
+    if source.channels != entry.config.get("in_chans", 3) and "in_chans" not in kwargs:
+        kwargs["in_chans"] = source.channels
+    notes: list[str] = []
+    if state is not None:
+        _check_resumed(state["record"], config, source, kwargs)
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if state is not None:
+        record = state["record"]
+        model = from_record(record, state["model"], "--resume checkpoint")
+        weights = record.preprocessing
+    elif start is not None:
+        model, adapted = adapt(start, source.class_names, source.channels)
+        notes += [f"fine-tuning {start.name} from {start.path}", *adapted]
+        weights = start.record.preprocessing
+    else:
+        model = build(config.model, len(source.class_names), kwargs)
+        weights = None
+    preprocessing = run_preprocessing(config, source, weights)
+    model.record = replace(
+        model.record.with_classes(len(source.class_names), source.class_names),
+        preprocessing=preprocessing,
+        extra={"dataset": config.data, "eval_sizes": list(config.eval_sizes)},
+    )
+    if config.sync_bn and processes.world_size > 1:
+        if processes.device.type != "cuda":
+            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(processes.device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model, preprocessing, notes
+
+
+@dataclass
+class Loaders:
+    """The run's data: training batches (resumable) and this process's validation share."""
+
+    sampler: EpochBatches
+    train: DataLoader
+    val: DataLoader
+    per_process_batch: int
+    workers: int
+
+
+def make_loaders(
+    config: TrainConfig, source: Source, processes: Processes, preprocessing: Preprocessing
+) -> Loaders:
+    """Loaders of the training set (:class:`~sknet.data.EpochBatches`) and the validation set."""
+    workers = default_workers(source.loader_workers, config.workers)
+    train_set = source.train_set(config.input_size, config.min_scale, preprocessing)
+    sampler = EpochBatches(
+        len(train_set), config.batch_size, config.seed, processes.rank, processes.world_size
+    )
+    train = DataLoader(
+        train_set, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+        persistent_workers=workers > 0, pin_memory=processes.device.type == "cuda",
+    )
+    per_process_batch = config.batch_size // processes.world_size
+    val = val_loader(
+        source, config.input_size, per_process_batch, workers, processes, preprocessing
+    )
+    return Loaders(sampler, train, val, per_process_batch, workers)
