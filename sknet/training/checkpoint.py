@@ -21,7 +21,7 @@ from torch import nn
 from sknet.errors import UserError
 from sknet.models.resume_file import write_checkpoint
 from sknet.models.weights_io import model_record
-from sknet.training.config import TrainConfig, lr_at, schedule
+from sknet.training.config import ResolvedConfig, TrainConfig, lr_at, schedule
 
 
 @dataclass
@@ -79,13 +79,13 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
-def _schedule_record(config: TrainConfig, epoch: int) -> dict[str, Any]:
+def _schedule_record(config: ResolvedConfig, epoch: int) -> dict[str, Any]:
     return {"milestones": schedule(config), "gamma": config.lr_gamma, "lr": lr_at(epoch, config)}
 
 
 def save_checkpoint(
     path: Path,
-    config: TrainConfig,
+    config: ResolvedConfig,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
@@ -128,7 +128,7 @@ def check_resumable(saved: Mapping[str, Any], config: TrainConfig) -> None:
             )
 
 
-def resume_changes(state: Mapping[str, Any], config: TrainConfig, world_size: int) -> list[str]:
+def resume_changes(state: Mapping[str, Any], config: ResolvedConfig, world_size: int) -> list[str]:
     """What makes a resumed run differ from the uninterrupted one: a changed learning-rate
     schedule (:func:`schedule_change`) or another number of processes (each keeps its own
     BatchNorm statistics, so the global batches are the same but the weights drift)."""
@@ -142,7 +142,7 @@ def resume_changes(state: Mapping[str, Any], config: TrainConfig, world_size: in
     return changes
 
 
-def schedule_change(state: Mapping[str, Any], config: TrainConfig) -> str | None:
+def schedule_change(state: Mapping[str, Any], config: ResolvedConfig) -> str | None:
     """How ``config`` changes the checkpoint's learning-rate schedule, or ``None``.
 
     A resumed run repeats the uninterrupted one only under the schedule it was saved with; a

@@ -187,6 +187,28 @@ class TrainConfig:
     tensorboard: bool = field(default=False, metadata=_flag("log to OUT/tensorboard", parse=None))
 
 
+@dataclass
+class ResolvedConfig(TrainConfig):
+    """The settings of a run after :func:`resolve`: the model named and every recipe value set.
+
+    The same fields as :class:`TrainConfig` (and the same files: ``config.yaml``, ``last.pt``);
+    only the types narrow, so that the training code never meets an unset value.
+    """
+
+    model: str = ""
+    epochs: int = 0
+    batch_size: int = 0
+    lr: float = 0.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    lr_milestones: list[float] = field(default_factory=list)
+    lr_gamma: float = 0.0
+    input_size: int = 0
+    eval_sizes: list[int] = field(default_factory=list)
+    min_scale: float = 0.0
+
+
 SETTINGS = [f.name for f in fields(TrainConfig)]
 """Every setting's name: the YAML keys (``-`` or ``_``), the flags (``--name-with-dashes``)."""
 
@@ -247,7 +269,7 @@ def layer(
 
 def resolve(
     config: TrainConfig, kind: str, model: str, train_size: int | None = None
-) -> TrainConfig:
+) -> ResolvedConfig:
     """Fill every unset recipe field from the dataset family's recipe, and validate.
 
     When fine-tuning, unset ``epochs`` are the fine-tuning recipe's, raised until the run has
@@ -271,7 +293,7 @@ def resolve(
         values["lr"] = recipe.lr * values["batch_size"] / recipe.lr_batch
     values["lr_milestones"] = [float(v) for v in values["lr_milestones"]]
     values["eval_sizes"] = [int(v) for v in values["eval_sizes"]]
-    resolved = TrainConfig(**values)
+    resolved = ResolvedConfig(**values)
     problems = [
         message
         for bad, message in (
@@ -299,11 +321,11 @@ def resolve(
     return resolved
 
 
-def schedule(config: TrainConfig) -> list[int]:
+def schedule(config: ResolvedConfig) -> list[int]:
     """The epochs (0-based) from which each lr division applies in a resolved config."""
     return milestone_epochs(config.epochs, config.lr_milestones)
 
 
-def lr_at(epoch: int, config: TrainConfig) -> float:
+def lr_at(epoch: int, config: ResolvedConfig) -> float:
     """The learning rate of ``epoch`` (0-based) under a resolved config's step schedule."""
     return step_lr(epoch, config.lr, schedule(config), config.lr_gamma)

@@ -46,7 +46,7 @@ from sknet.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sknet.training.config import TrainConfig, layer, lr_at, resolve
+from sknet.training.config import ResolvedConfig, layer, lr_at, resolve
 from sknet.training.recipe import DEFAULT_MODELS
 from sknet.training.setup import make_loaders, prepare_model
 from sknet.training.transfer import (
@@ -78,7 +78,7 @@ class Trainer:
 
     def __init__(
         self,
-        config: TrainConfig,
+        config: ResolvedConfig,
         source: Source,
         processes: Processes,
         state: dict[str, Any] | None,

@@ -17,7 +17,7 @@ from sknet.atomic import write_json, write_text
 from sknet.devices import Processes
 from sknet.errors import UserError
 from sknet.training.checkpoint import Progress
-from sknet.training.config import TrainConfig
+from sknet.training.config import ResolvedConfig
 
 METRICS = ["epoch", "lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s", "seconds"]
 """Columns of ``metrics.csv`` (and ``peak_mem_mib`` on CUDA)."""
@@ -25,13 +25,13 @@ SCALARS = ("lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s")
 """The metrics logged to TensorBoard per epoch."""
 
 
-def write_settings(out: Path, config: TrainConfig) -> None:
+def write_settings(out: Path, config: ResolvedConfig) -> None:
     """``config.yaml``: the resolved settings, a valid ``--config`` file."""
     write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
 
 
 def summary(
-    config: TrainConfig,
+    config: ResolvedConfig,
     model: nn.Module,
     progress: Progress,
     processes: Processes,

@@ -24,12 +24,12 @@ from sknet.models.factory import build, from_record
 from sknet.models.registry import get_entry
 from sknet.preprocessing import Preprocessing, resolve_preprocessing
 from sknet.record import ModelRecord
-from sknet.training.config import TrainConfig
+from sknet.training.config import ResolvedConfig
 from sknet.training.transfer import Start, adapt
 
 
 def run_preprocessing(
-    config: TrainConfig, source: Source, weights: Preprocessing | None
+    config: ResolvedConfig, source: Source, weights: Preprocessing | None
 ) -> Preprocessing:
     """The run's preprocessing: the dataset's default < the starting (or resumed) weights'
     record < ``--preprocessing``, at ``--input-size``."""
@@ -39,7 +39,9 @@ def run_preprocessing(
     )
 
 
-def _check_resumed(record: ModelRecord, config: TrainConfig, source: Source, kwargs: dict) -> None:
+def _check_resumed(
+    record: ModelRecord, config: ResolvedConfig, source: Source, kwargs: dict[str, Any]
+) -> None:
     """A checkpoint resumes only on the data and network it was trained with."""
     if not record.classes_fit(source.class_names):
         raise UserError(
@@ -59,7 +61,7 @@ def _check_resumed(record: ModelRecord, config: TrainConfig, source: Source, kwa
 
 
 def prepare_model(
-    config: TrainConfig,
+    config: ResolvedConfig,
     source: Source,
     processes: Processes,
     state: dict[str, Any] | None,
@@ -119,7 +121,7 @@ class Loaders:
 
 
 def make_loaders(
-    config: TrainConfig, source: Source, processes: Processes, preprocessing: Preprocessing
+    config: ResolvedConfig, source: Source, processes: Processes, preprocessing: Preprocessing
 ) -> Loaders:
     """Loaders of the training set (:class:`~sknet.data.EpochBatches`) and the validation set."""
     workers = default_workers(source.loader_workers, config.workers)
