@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sknet.layers import ConvBnAct, SKConv, init_weights
-from sknet.layers.init import CONVS
+from sknet.layers.common import CONV_TYPES
 from sknet.models.weights_io import model_name, save_pretrained
 
 
@@ -95,7 +95,7 @@ class Backbone(nn.Module):
 
 def first_conv(model: nn.Module) -> nn.Module:
     """The model's first convolution (the one that reads the input)."""
-    first = next((m for m in model.modules() if isinstance(m, CONVS)), None)
+    first = next((m for m in model.modules() if isinstance(m, CONV_TYPES)), None)
     if first is None:
         raise ValueError(
             f"{type(model).__name__} has no convolution to read its input channels from"
