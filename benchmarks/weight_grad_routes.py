@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sknet.layers.cpu_conv import phases
+from sknet.layers.fast.cpu_conv import phases
 
 SIZES = ((128, 56), (256, 28), (512, 14))
 
