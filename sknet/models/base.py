@@ -55,6 +55,10 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def get_classifier(self) -> nn.Module:
+        """The classifier module (``nn.Identity`` after ``reset_classifier(0)``), as timm's."""
+        return self.fc
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one (``0`` gives pooled features).
 
