@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Weight gradient of a grouped 3x3 convolution on the CPU: oneDNN's own route against the routes
-of sknet/layers/cpu_conv.py (NHWC copies; the polyphase components of a dilated convolution).
+of sknet/layers/fast/cpu_conv.py (NHWC copies; the polyphase components of a dilated convolution).
 
 For each size, channels per group and dilation it times (median of repeats, one thread pool as
 set) the weight gradient alone, each route including the copies it makes, and prints one table
