@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Weight gradient of a grouped 3x3 convolution on the CPU: oneDNN's own route against the routes
-of sknet/layers/cpu_conv.py (NHWC copies; the polyphase components of a dilated convolution).
+of sknet/layers/fast/cpu_conv.py (NHWC copies; the polyphase components of a dilated convolution).
 
 For each size, channels per group and dilation it times (median of repeats, one thread pool as
 set) the weight gradient alone, each route including the copies it makes, and prints one table
@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sknet.layers.cpu_conv import phases
+from sknet.layers.fast.cpu_conv import phases
 
 SIZES = ((128, 56), (256, 28), (512, 14))
 

@@ -19,12 +19,12 @@ from torch import nn
 
 from sknet.errors import UserError
 from sknet.layers import SKConv, SKConv1d, SKConv3d, init_weights
+from sknet.layers.common import BATCH_NORM_TYPES
 
 SK_LAYERS: dict[type[nn.Module], type[SKConv]] = {
     nn.Conv1d: SKConv1d, nn.Conv2d: SKConv, nn.Conv3d: SKConv3d,
 }
 """The SK layer that replaces each kind of convolution."""
-BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _candidates(model: nn.Module) -> list[tuple[nn.Module, str, str | None, str]
         for (name, conv), (next_name, after) in pairwise(children):
             if not _eligible(conv) or (conv is first and conv.groups == 1):
                 continue
-            fits = type(after) in BATCH_NORMS and after.num_features == conv.out_channels
+            fits = type(after) in BATCH_NORM_TYPES and after.num_features == conv.out_channels
             prefix = f"{parent_name}." if parent_name else ""
             found.append((parent, name, next_name if fits else None, prefix))
     return found

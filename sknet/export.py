@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from sknet.atomic import atomic_path
 from sknet.errors import UserError
 from sknet.layers import fold_bn
-from sknet.layers.init import CONVS
+from sknet.layers.common import CONV_TYPES
 from sknet.models.base import input_channels
 from sknet.trained import load_trained
 
@@ -62,7 +62,7 @@ def deploy(model: nn.Module) -> nn.Module:
             names = list(parent._modules)
             for conv_name, bn_name in itertools.pairwise(names):
                 conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-                if isinstance(conv, CONVS) and isinstance(bn, _BatchNorm):
+                if isinstance(conv, CONV_TYPES) and isinstance(bn, _BatchNorm):
                     _fold_into(conv, bn)
                     parent._modules[bn_name] = nn.Identity()
     left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]

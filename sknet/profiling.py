@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from sknet.layers import ConvBnAct, SKConv, SqueezeExcite
+from sknet.layers import ConvBnAct, SKConv, SqueezeExcite, fast
 from sknet.models import create_model, get_entry, paper_rows
 from sknet.models.base import input_channels
 from sknet.models.registry import Paper, PaperRow
@@ -78,8 +78,9 @@ def profile_model(
         return hook
 
     def folded_bn(module: ConvBnAct, inputs: Any, output: torch.Tensor) -> None:
-        # An eval-mode ConvBnAct may fold its BN into the conv instead of calling it.
-        if module.folds_bn(inputs[0]):
+        # On the fast path an eval-mode ConvBnAct may fold its BN into the conv instead of
+        # calling it.
+        if fast.active(inputs[0]) and fast.folds_bn(module, inputs[0]):
             parts["bn_macs"] += output.numel()
 
     handles = []

@@ -1,6 +1,10 @@
-"""The fast SK path (the default forward) against a straightforward reference implementation."""
+"""The fast path (the default forward, :mod:`sknet.layers.fast`) against the plain forward of the
+same modules (Eqs. 1-6 as written, conv -> BN -> ReLU), which runs with the door closed."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,36 +12,67 @@ import torch.nn.functional as F
 from torch import nn
 
 from sknet import SKConv, SKConv1d, SKConv3d
-from sknet.layers import ConvBnAct
-from sknet.layers.cpu_conv import RoutedConv2d, weight_grad_route
+from sknet.layers import ConvBnAct, SKAttention, fast
+from sknet.layers.fast.conv import convolve
+from sknet.layers.fast.cpu_conv import RoutedConv2d, weight_grad_route
 from sknet.models.resnext import BlockOptions, Bottleneck
 
 
-def reference_conv_bn_act(unit: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
-    """conv -> BatchNorm (the module itself: batch or running statistics) -> ReLU, unfused."""
-    out = unit.bn(unit.conv(x))
-    return F.relu(out) if "act" in unit._modules else out
+def plain(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` by the plain forward: the reference the fast path is checked against."""
+    with fast.disabled():
+        return module(x)
 
 
-def reference_sk(layer: SKConv, x: torch.Tensor) -> torch.Tensor:
-    """Eqs. 1-6 as written, in any number of spatial dimensions: stack the branches (each on its
-    slice of the input channels with ``split_input``), sum, pool over every spatial axis, fuse,
-    softmax, weighted sum."""
-    count = len(layer.branches)
-    parts = x.chunk(count, 1) if layer.split_input else [x] * count
-    outputs = [
-        reference_conv_bn_act(branch, part)
-        for branch, part in zip(layer.branches, parts, strict=True)
-    ]
-    features = torch.stack(outputs, 1)
-    fused = features.sum(1)
-    if layer.attention is None:
-        return fused
-    s = fused.mean(tuple(range(2, fused.dim())))
-    z = reference_conv_bn_act(layer.attention.fuse, s[:, :, None, None])
-    logits = layer.attention.select(z).flatten(1).view(x.shape[0], count, -1)
-    weights = logits.softmax(1)
-    return (features * weights.view(*weights.shape, *[1] * (x.dim() - 2))).sum(1)
+def test_the_door_switches_and_closes_for_captured_graphs(monkeypatch):
+    """One switch (``set_enabled``, ``disabled()``, ``SKNET_FAST_PATH=0`` at import), and the door
+    closes by itself for fx proxies and while exporting."""
+    x = torch.zeros(1)
+    assert fast.is_enabled() and fast.active(x)
+    with fast.disabled():
+        assert not fast.active(x)
+        with fast.disabled():
+            pass
+        assert not fast.is_enabled()
+    assert fast.active(x)
+    fast.set_enabled(False)
+    try:
+        assert not fast.active(x)
+    finally:
+        fast.set_enabled(True)
+    graph = torch.fx.Graph()
+    assert not fast.active(torch.fx.Proxy(graph.placeholder("x")))
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    assert not fast.active(x)
+    code = "from sknet.layers import fast; print(fast.is_enabled())"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={**os.environ, fast.ENVIRONMENT_VARIABLE: "0"},
+    )
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_forward_hooks_on_the_unit_and_its_attention_fire(train, on):
+    """Inside a bottleneck, in training (with autograd) and inference, fast path on and off:
+    a forward hook on the SK unit sees its output, one on its attention the weights, once."""
+    block = Bottleneck(32, 32, 64, 2, BlockOptions([(3, 1, 8), (3, 2, 8)], True, 4, 8))
+    block.train(train)
+    unit = block.conv2
+    seen: dict[str, list[torch.Tensor]] = {"unit": [], "attention": []}
+    unit.register_forward_hook(lambda module, args, out: seen["unit"].append(out.detach()))
+    unit.attention.register_forward_hook(
+        lambda module, args, out: seen["attention"].append(out.detach())
+    )
+    fast.set_enabled(on)
+    try:
+        block(torch.randn(4, 32, 8, 8)).sum().backward()
+    finally:
+        fast.set_enabled(True)
+    assert [t.shape for t in seen["unit"]] == [(4, 32, 4, 4)]
+    assert [t.shape for t in seen["attention"]] == [(4, 2, 32)]
+    assert unit.attention.fuse.bn.num_batches_tracked.item() == int(train)
 
 
 def randomize(module: nn.Module) -> None:
@@ -119,7 +154,7 @@ def test_fast_path_equals_reference(case, stride, train, dtype, device):
     grad = torch.randn(x.shape[0], 16, *(-(-s // stride) for s in x.shape[2:]))
 
     got = run(fast, fast, x.to(device, dtype), grad.to(device))
-    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    expected = run(reference, lambda inputs: plain(reference, inputs), x.double(), grad)
     assert list(got) == list(expected)
     for name, value in got.items():
         assert value.dtype == (dtype if value.is_floating_point() else torch.int64), name
@@ -157,7 +192,7 @@ def test_every_dimension_and_split_input_equal_the_reference(
     x = torch.randn(SHAPES[dims]) * scale
     grad = torch.randn(6, 16, *(-(-side // 2) for side in SHAPES[dims][2:]))
     got = run(fast, fast, x.to(device, dtype), grad.to(device))
-    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    expected = run(reference, lambda inputs: plain(reference, inputs), x.double(), grad)
     assert list(got) == list(expected)
     for name, value in got.items():
         tolerance = 1e-5 if dtype == torch.float32 else 1e-10
@@ -186,32 +221,51 @@ def test_split_input_gives_each_branch_its_share():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("case", ["M2", "M3", "M2-naive"])
-def test_forward_into_equals_sk_then_conv(case, train, dtype, device):
-    """``forward_into`` (which recomputes the SK output in training) against the reference SK
-    followed by the next conv + BN, with the gradients of both units' parameters."""
+def test_sk_then_conv_equals_the_plain_path(case, train, dtype, device):
+    """An SK unit and the conv + BN after it (which in training convolves the unit's output
+    without keeping it, recomputing it in the backward) against the plain path, with the
+    gradients of both units' parameters."""
     layer = SKConv(16, 16, 2, reduction=2, min_dim=8, **CASES[case])
-    project = ConvBnAct(16, 24, 1, act=False)
-    pair = nn.ModuleList([layer, project])
+    pair = nn.Sequential(layer, ConvBnAct(16, 24, 1, act=False))
     randomize(pair)
     pair.train(train)
     reference = copy.deepcopy(pair).double()
     pair.to(device, dtype)
     x = sample_input()
     grad = torch.randn(x.shape[0], 24, 5, 5)
-
-    got = run(
-        pair, lambda inputs: layer.forward_into(inputs, project), x.to(device, dtype),
-        grad.to(device),
-    )
-    expected = run(
-        reference,
-        lambda inputs: reference_conv_bn_act(reference[1], reference_sk(reference[0], inputs)),
-        x.double(),
-        grad,
-    )
+    got = run(pair, pair, x.to(device, dtype), grad.to(device))
+    expected = run(reference, lambda inputs: plain(reference, inputs), x.double(), grad)
     for name, value in got.items():
         tolerance = 1e-5 if dtype == torch.float32 else 1e-10
         assert_close(value.double().cpu(), expected[name], tolerance)
+
+
+def tempered_attention_with_bias(self: SKAttention, s: torch.Tensor) -> torch.Tensor:
+    """Another attention than the paper's: its modules called as they are (the select conv with
+    a bias), a temperature of 0.7 and a tanh before the softmax."""
+    z = self.fuse(s.reshape(s.shape[0], self.channels, 1, 1))
+    logits = self.select(z).view(s.shape[0], self.num_branches, self.channels)
+    return (torch.tanh(logits) / 0.7).softmax(dim=1)
+
+
+@pytest.mark.parametrize("case", ["M2", "M3"])
+def test_training_gradient_follows_any_attention(case, monkeypatch):
+    """The training function differentiates whatever ``SKAttention.forward`` computes: with a
+    temperature, a tanh and a bias on the select conv, every gradient (the new bias's included)
+    equals the plain path's in fp64. A hand-written attention gradient would not follow."""
+    monkeypatch.setattr(SKAttention, "forward", tempered_attention_with_bias)
+    layer = SKConv(16, 16, 2, reduction=2, min_dim=8, **CASES[case])
+    layer.attention.select.bias = nn.Parameter(torch.randn(layer.attention.select.out_channels))
+    randomize(layer)
+    layer.double()
+    reference = copy.deepcopy(layer)
+    x = sample_input().double()
+    grad = torch.randn(6, 16, 5, 5, dtype=torch.float64)
+    got = run(layer, layer, x, grad)
+    expected = run(reference, lambda inputs: plain(reference, inputs), x, grad)
+    assert "attention.select.bias grad" in got
+    for name, value in got.items():
+        assert_close(value, expected[name], 1e-10)
 
 
 @pytest.mark.parametrize(
@@ -219,8 +273,9 @@ def test_forward_into_equals_sk_then_conv(case, train, dtype, device):
 )
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_no_graph_breaks_under_torch_compile(train, groups, stride):
-    """TorchDynamo captures an SK bottleneck (SK unit fused with the next conv, routed weight
-    gradients, subsampled inputs) as one graph."""
+    """TorchDynamo captures an SK bottleneck as one graph. The fast path's door closes under
+    ``torch.compile`` (Dynamo cannot trace the training function's ``torch.autograd.grad``), so
+    what it captures is the plain forward, which the compiler fuses itself."""
     branches = [(3, 1, groups), (3, 2, groups)]
     block = Bottleneck(32, 32, 64, stride, BlockOptions(branches, True, 4, 8)).train(train)
     x = torch.randn(2, 32, 6, 6, requires_grad=train)
@@ -263,7 +318,7 @@ def test_channels_last_stays_channels_last(train, device):
         grad.to(device).contiguous(memory_format=cl),
     )
     assert got["output"].is_contiguous(memory_format=cl)
-    expected = run(reference, lambda inputs: reference_sk(reference, inputs), x.double(), grad)
+    expected = run(reference, lambda inputs: plain(reference, inputs), x.double(), grad)
     for name, value in got.items():
         assert_close(value.double().cpu(), expected[name])
 
@@ -378,14 +433,14 @@ def test_sk_branches_route_their_weight_gradient_only_to_train(
 )
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_convolve_equals_the_plain_convolution(kernel, stride, dilation, groups, layout, device):
-    """:meth:`ConvBnAct.convolve` (subsampled inputs, routed weight gradients) against the
-    module's own ``nn.Conv2d``, output and gradients, fp64, on sizes no stride divides; the
-    input's gradient keeps its layout."""
+    """The fast path's :func:`~sknet.layers.fast.conv.convolve` (subsampled inputs, routed weight
+    gradients) against the module's own ``nn.Conv2d``, output and gradients, fp64, on sizes no
+    stride divides; the input's gradient keeps its layout."""
     unit = ConvBnAct(16, 16, kernel, stride, dilation, groups).to(device, torch.float64)
     x = torch.randn(3, 16, 11, 9, dtype=torch.float64, device=device)
     x = x.contiguous(memory_format=layout)
     results = []
-    for conv in (unit.convolve, unit.conv):
+    for conv in (lambda inputs: convolve(unit, inputs), unit.conv):
         unit.zero_grad()
         inputs = x.clone().requires_grad_()
         out = conv(inputs)

@@ -1,6 +1,7 @@
 """Reusable layers: nothing here imports from :mod:`sknet.models`."""
 
-from sknet.layers.conv_bn import ConvBnAct, fold_bn
+from sknet.layers.common import fold_bn
+from sknet.layers.conv_bn import ConvBnAct
 from sknet.layers.init import init_weights
 from sknet.layers.se import SqueezeExcite
 from sknet.layers.sk_conv import (

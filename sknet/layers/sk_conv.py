@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sknet.layers.conv_bn import ConvBnAct, spatial_dims
-from sknet.layers.sk_fused import ConvSpec, SKTrain, select
+from sknet.layers import fast
+from sknet.layers.conv_bn import ConvBnAct
 
 Branch = tuple[int, int, int]
 """One Split branch: ``(kernel_size, dilation, groups)``."""
@@ -93,7 +93,7 @@ class SKAttention(nn.Module):
         # cheaper than a convolution call on such tiny inputs. BN (Eq. 3) keeps its module.
         conv = self.fuse.conv
         z = F.linear(s.reshape(batch, self.channels), conv.weight.flatten(1), conv.bias)
-        z = self.fuse.bn_act(z[:, :, None, None]).flatten(1)
+        z = self.fuse.act(self.fuse.bn(z[:, :, None, None])).flatten(1)
         logits = F.linear(z, self.select.weight.flatten(1))
         return logits.view(batch, self.num_branches, self.channels).softmax(dim=1)
 
@@ -108,19 +108,10 @@ class SKConv(nn.Module):
     Table 7 and the layer has no fuse/select parameters. With one branch it is a plain
     conv + BN + ReLU.
 
-    The forward computes exactly that without the waste of a literal implementation (the tests
-    keep the literal one and check this against it, outputs and gradients):
-
-    * no stacked copy of the branch outputs: the pool of ``U`` is the sum of each branch's pool,
-      and for two branches the Select is one pass, ``V = U_2 + a_1 (U_1 - U_2)`` (the softmax
-      weights sum to one: ``a_1`` is the sigmoid of the logit difference);
-    * inference: each branch folds its eval-mode BN into its convolution, and without autograd
-      the Select writes into a branch output;
-    * training with autograd: :class:`~sknet.layers.sk_fused.SKTrain` keeps only the branch
-      convolution outputs and recomputes BN+ReLU in the backward, and :meth:`forward_into` does
-      not keep ``V`` either, so an SK bottleneck keeps as many tensors as a ResNeXt one. In
-      training the branch convolutions and BatchNorms are run directly (not through their
-      modules' hooks); the attention module is called as usual.
+    The forward is Eqs. 1-6 as written (:meth:`forward_plain`) unless the fast path
+    (:mod:`sknet.layers.fast`) is active: it computes the same without stacked branch copies, with
+    a one-pass Select, and in training keeps only the branch convolution outputs. Forward hooks on
+    the unit and on its ``attention`` fire either way.
 
     ``split_input`` gives each branch its own share of the input channels (branch m reads the m-th
     of M equal slices) instead of all of them: timm's SK-ResNet layout, which keeps ungrouped
@@ -184,84 +175,28 @@ class SKConv(nn.Module):
         return [d * (k - 1) + 1 for k, d, _ in self.branch_specs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.branches) > 1 and self._trains_with_autograd():
-            return self._forward_training(x)
-        return self._forward_inference(x)
+        return fast.sk_conv(self, x) if fast.active(x) else self.forward_plain(x)
 
-    def forward_into(self, x: torch.Tensor, project: ConvBnAct) -> torch.Tensor:
-        """``project(self(x))``: the SK unit and the convolution unit that follows it.
-
-        In training this does not keep the SK output ``V`` for the backward (the next
-        convolution's weight gradient needs it): it is recomputed from the branch convolution
-        outputs, which are kept anyway. A ResNeXt bottleneck with an SK unit then keeps as many
-        tensors as one with a single grouped convolution. Forward hooks on this SKConv itself do
-        not run in that case; hooks on its ``attention`` always do.
-        """
-        fused = (
-            len(self.branches) > 1
-            and self._trains_with_autograd()
-            and _trains_bn(project)
-            and project.conv.bias is None
-        )
-        if not fused:
-            return project(self(x))
-        conv = project.conv
-        spec = (conv.stride, conv.padding, conv.dilation, conv.groups)
-        return project.bn_act(self._forward_training(x, conv.weight, spec))
-
-    def _trains_with_autograd(self) -> bool:
-        """Whether the memory-lean training function applies: autograd on, and every BN of the
-        unit (branches and fuse) a training-mode BatchNorm after a bias-free convolution."""
-        units = list(self.branches)
-        if self.attention is not None:
-            units.append(self.attention.fuse)
-        return torch.is_grad_enabled() and all(
-            _trains_bn(unit) and unit.conv.bias is None for unit in units
-        )
-
-    def branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """What each branch reads: ``x`` itself, or with ``split_input`` its m-th channel slice."""
-        if self.split_input:
-            return list(x.chunk(len(self.branches), dim=1))
-        return [x] * len(self.branches)
-
-    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Each branch folds an eval-mode BN into its convolution, the pool reads each branch
-        once, and without autograd the Select writes into the branch outputs."""
-        if len(self.branches) == 1:
+    def forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """Eqs. 1-6 as written: the branch outputs ``U_m`` (each on its slice of the input
+        channels with ``split_input``) stacked, ``U = sum_m U_m`` (Eq. 1), ``s`` its mean over
+        every spatial axis (Eq. 2), the attention (Eqs. 3-5), ``V = sum_m a_m U_m`` (Eq. 6)."""
+        count = len(self.branches)
+        if count == 1:
             return self.branches[0](x)
-        inplace = not torch.is_grad_enabled()
-        parts = self.branch_inputs(x)
-        features = [branch(part) for branch, part in zip(self.branches, parts, strict=True)]
-        weights = None
-        if self.attention is not None:
-            spatial = spatial_dims(self.dims)
-            pooled = features[0].mean(spatial)
-            for feature in features[1:]:
-                pooled = pooled + feature.mean(spatial)
-            weights = self.attention(pooled)
-        return select(features, weights, inplace)
-
-    def _forward_training(
-        self,
-        x: torch.Tensor,
-        project_weight: torch.Tensor | None = None,
-        project_spec: ConvSpec | None = None,
-    ) -> torch.Tensor:
-        """Training with autograd: keep the branch convolution outputs, recompute the rest."""
-        parts = self.branch_inputs(x)
-        conv_outs = [
-            branch.convolve(part) for branch, part in zip(self.branches, parts, strict=True)
-        ]
-        bns = [branch.bn for branch in self.branches]
-        running = [(bn.running_mean, bn.running_var, _bn_momentum(bn), bn.eps) for bn in bns]
-        tensors = [*conv_outs, *(bn.weight for bn in bns), *(bn.bias for bn in bns)]
-        if self.attention is not None:
-            fuse, select_conv = self.attention.fuse, self.attention.select
-            tensors += [fuse.conv.weight, fuse.bn.weight, fuse.bn.bias, select_conv.weight]
-        if project_weight is not None:
-            tensors.append(project_weight)
-        return SKTrain.apply(self.attention, project_spec, running, *tensors)
+        parts = [x] * count
+        if self.split_input:
+            width = self.branches[0].conv.in_channels
+            parts = [x[:, m * width : (m + 1) * width] for m in range(count)]
+        features = torch.stack(
+            [branch(part) for branch, part in zip(self.branches, parts, strict=True)], 1
+        )
+        fused = features.sum(1)
+        if self.attention is None:
+            return fused
+        s = fused.mean(tuple(range(2, 2 + self.dims)))
+        weights = self.attention(s)
+        return (features * weights[(..., *[None] * self.dims)]).sum(1)
 
 
 class SKConv1d(SKConv):
@@ -274,23 +209,3 @@ class SKConv3d(SKConv):
     """:class:`SKConv` on volumes ``[N, C, D, H, W]`` (Conv3d branches, the pool over D, H, W)."""
 
     dims = 3
-
-
-LOCAL_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-"""BatchNorms that normalise over this process's batch (``SyncBatchNorm`` does not: the fused
-path, which calls the BN kernel itself, leaves it to its module)."""
-
-
-def _trains_bn(unit: nn.Module) -> bool:
-    """Whether ``unit`` is a conv + training-mode BN (+ ReLU) that the fused path can run."""
-    bn = getattr(unit, "bn", None)
-    return isinstance(bn, LOCAL_BATCH_NORMS) and bn.training and bn.affine
-
-
-def _bn_momentum(bn: nn.Module) -> float:
-    """The running-average factor the BatchNorm module would use for this batch."""
-    if bn.track_running_stats and bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            return 1.0 / float(bn.num_batches_tracked)
-    return 0.0 if bn.momentum is None else bn.momentum

@@ -13,7 +13,7 @@ from torch import nn
 
 from sknet.errors import UserError
 from sknet.layers import ConvBnAct, SKConv, init_weights
-from sknet.layers.init import CONVS
+from sknet.layers.common import CONV_TYPES
 from sknet.models.weights_io import model_name, save_pretrained
 
 
@@ -55,6 +55,10 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        """The classifier module (``nn.Identity`` after ``reset_classifier(0)``), as timm's."""
+        return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one (``0`` gives pooled features).
@@ -98,7 +102,7 @@ class Backbone(nn.Module):
 
 def first_conv(model: nn.Module) -> nn.Module:
     """The model's first convolution (the one that reads the input)."""
-    first = next((m for m in model.modules() if isinstance(m, CONVS)), None)
+    first = next((m for m in model.modules() if isinstance(m, CONV_TYPES)), None)
     if first is None:
         raise UserError(
             f"{type(model).__name__} has no convolution to read its input channels from"

@@ -85,13 +85,6 @@ class _Residual(nn.Module):
         return self.act(out.add_(shortcut))
 
 
-def _then(first: nn.Module, second: ConvBnAct, x: torch.Tensor) -> torch.Tensor:
-    """``second(first(x))``; an SK unit runs fused with the convolution after it."""
-    if isinstance(first, SKConv):
-        return first.forward_into(x, second)
-    return second(first(x))
-
-
 class Bottleneck(_Residual):
     """``1x1 -> middle (stride here) -> 1x1 [-> SE]`` plus a shortcut, then ReLU.
 
@@ -116,7 +109,7 @@ class Bottleneck(_Residual):
         self._add_shortcut(in_channels, out_channels, stride, options.se_reduction)
 
     def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
-        return _then(self.conv2, self.conv3, self.conv1(x))
+        return self.conv3(self.conv2(self.conv1(x)))
 
 
 class BasicBlock(_Residual):
@@ -141,7 +134,7 @@ class BasicBlock(_Residual):
         self._add_shortcut(in_channels, out_channels, stride, options.se_reduction)
 
     def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
-        return _then(self.conv1, self.conv2, x)
+        return self.conv2(self.conv1(x))
 
 
 class ResNeXt(Backbone):

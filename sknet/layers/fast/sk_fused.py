@@ -1,12 +1,12 @@
 """The memory-lean training function of the SK convolution (Eqs. 1-6).
 
 With plain autograd an SK unit keeps, per branch, the convolution output (for BN) and the
-BN+ReLU output ``U_m`` (for the ReLU and the Select), then the Select output ``V`` (for the next
-convolution): 2M + 1 tensors where a plain conv + BN + ReLU keeps two. :class:`SKTrain` keeps
+BN+ReLU output ``U_m`` (for the ReLU and the Select), then the next convolution keeps the Select
+output ``V``: 2M + 1 tensors where a plain conv + BN + ReLU keeps two. :class:`SKTrain` keeps
 only the M convolution outputs and per-channel vectors: ``U_m = ReLU(scale * conv_out + shift)``
-and ``V`` are recomputed in the backward (cheap element-wise passes instead of stored tensors),
-and since one function sees the whole unit, its backward recomputes each ``U_m`` once and joins
-the gradients that reach ``U_m`` through the pool (Eq. 2) and through the Select (Eq. 6) in one
+is recomputed in the backward (cheap element-wise passes instead of stored tensors), and since
+one function sees the whole unit, its backward recomputes each ``U_m`` once and joins the
+gradients that reach ``U_m`` through the pool (Eq. 2) and through the Select (Eq. 6) in one
 pass. For two branches the Select is one fused pass, ``V = U_2 + a_1 (U_1 - U_2)``: the softmax
 weights sum to one, so ``a_1`` is the sigmoid of the logit difference. Everything here works on
 ``[N, C, *spatial]`` tensors of 1, 2 or 3 spatial dimensions.
@@ -21,11 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from sknet.layers.conv_bn import CONV_FUNCTIONS
-
-ConvSpec = tuple[tuple[int, int], tuple[int, int], tuple[int, int], int]
-"""``(stride, padding, dilation, groups)`` of a convolution."""
-
+from sknet.layers.common import CONV_FUNCTIONS
 
 _UNIT_EPS = 2.0**-16
 """An ``eps`` that cuDNN accepts (>= 1e-5) and with ``1 - eps`` exact in fp32."""
@@ -97,67 +93,27 @@ def select(
     return out
 
 
-def attention_backward(
-    attention: torch.nn.Module, pooled: torch.Tensor, weights: torch.Tensor, grad: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """Gradients of :class:`~sknet.layers.SKAttention` in training mode (Eqs. 3-5).
-
-    Recomputes the tiny MLP ``a = softmax(W_2 ReLU(BN(W_1 s)))`` from the pooled statistics
-    ``pooled`` [N, C] (in at least fp32) and returns the gradients of ``pooled``, ``W_1``, the
-    BN weight and bias, and ``W_2``, given ``grad`` of the weights [N, M, C].
-    """
-    dtype = torch.promote_types(pooled.dtype, torch.float32)
-    conv, bn, select_conv = attention.fuse.conv, attention.fuse.bn, attention.select
-    w1 = conv.weight.flatten(1).to(dtype)
-    w2 = select_conv.weight.flatten(1).to(dtype)
-    pooled = pooled.to(dtype)
-    linear = F.linear(pooled, w1)[:, :, None, None]
-    normed, mean, invstd = torch.ops.aten.native_batch_norm(
-        linear, bn.weight, bn.bias, None, None, True, 0.0, bn.eps
-    )
-    hidden = normed.flatten(1).relu_()
-    weights, grad = weights.to(dtype), grad.to(dtype)
-    # Softmax over the branch axis, then the select matrix W_2.
-    grad_logits = weights * (grad - (weights * grad).sum(1, keepdim=True))
-    grad_logits = grad_logits.flatten(1)
-    grad_w2 = grad_logits.t() @ hidden
-    grad_hidden = (grad_logits @ w2).where(hidden > 0, 0.0)[:, :, None, None]
-    grad_linear, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
-        grad_hidden, linear, bn.weight, None, None, mean, invstd, True, bn.eps,
-        [True, True, True],
-    )
-    grad_linear = grad_linear.flatten(1)
-    return (
-        grad_linear @ w1,
-        (grad_linear.t() @ pooled).view_as(conv.weight).to(conv.weight.dtype),
-        grad_gamma,
-        grad_beta,
-        grad_w2.view_as(select_conv.weight).to(select_conv.weight.dtype),
-    )
-
-
 class SKTrain(torch.autograd.Function):
     """An SK unit in training, from its branch convolution outputs on (Eqs. 1-6), keeping only
-    those outputs and per-channel vectors: BN+ReLU, the pool, the Select and (optionally) the
-    next convolution are recomputed in the backward, which then runs each element-wise step once.
+    those outputs and per-channel vectors: BN+ReLU, the pool and the Select are recomputed in the
+    backward, which then runs each element-wise step once.
 
-    ``forward(attention, project_spec, running, conv_outs..., bn_weights..., bn_biases...,
-    attention_params..., project_weight)``:
+    ``forward(attention, running, conv_outs..., bn_weights..., bn_biases..., attention_params...)``:
 
-    * ``attention``: the :class:`~sknet.layers.SKAttention` module, called once in the forward
-      (its hooks see the weights; its BN updates its statistics), or ``None`` for the naive sum;
-    * ``project_spec``: :data:`ConvSpec` of a bias-free convolution applied to ``V``, or ``None``;
+    * ``attention``: the :class:`~sknet.layers.SKAttention` module, or ``None`` for the naive sum.
+      It is called once, in the forward (its hooks see the weights; its BN updates its
+      statistics), with autograd on, on a detached copy of the pooled statistics ``s`` (Eq. 2):
+      the backward differentiates that small graph (Eqs. 3-5), so whatever the module computes
+      gets its exact gradient;
     * ``running``: per branch ``(running_mean, running_var, momentum, eps)`` of its BatchNorm;
-    * tensors: the M branch convolution outputs, their M BN weights and M BN biases, then (with
-      attention) ``W_1``, the fuse BN weight and bias and ``W_2`` (only for their gradients), then
-      (with a projection) its weight.
+    * tensors: the M branch convolution outputs, their M BN weights and M BN biases, then
+      ``attention.parameters()`` (passed in so that they get their gradients).
     """
 
     @staticmethod
     def forward(
         ctx: FunctionCtx,
         attention: torch.nn.Module | None,
-        project_spec: ConvSpec | None,
         running: Sequence[tuple[torch.Tensor | None, torch.Tensor | None, float, float]],
         *tensors: torch.Tensor,
     ) -> torch.Tensor:
@@ -165,7 +121,6 @@ class SKTrain(torch.autograd.Function):
         conv_outs = tensors[:branches]
         bn_weights = tensors[branches : 2 * branches]
         bn_biases = tensors[2 * branches : 3 * branches]
-        project_weight = tensors[-1] if project_spec is not None else None
         features, stats, pooled = [], [], None
         for conv_out, weight, bias, (mean, var, momentum, eps) in zip(
             conv_outs, bn_weights, bn_biases, running, strict=True
@@ -178,17 +133,39 @@ class SKTrain(torch.autograd.Function):
             if attention is not None:
                 branch_pool = out.mean(spatial(out))
                 pooled = branch_pool if pooled is None else pooled + branch_pool
-        weights = None if attention is None else attention(pooled)
-        out = select(features, weights, inplace=True)
-        if project_weight is not None:
-            convolution = CONV_FUNCTIONS[out.dim() - 2]
-            out = convolution(out, project_weight.to(out.dtype), None, *project_spec)
-        ctx.attention, ctx.project_spec = attention, project_spec
+        weights = ctx.attention_graph = None
+        if attention is not None:
+            pooled_leaf = pooled.detach().requires_grad_()
+            with torch.enable_grad():
+                attention_out = attention(pooled_leaf)
+            ctx.attention_graph = (pooled_leaf, attention_out)
+            weights = attention_out.detach()
+        ctx.attention_params = tensors[3 * branches :]
         ctx.eps = [eps for *_, eps in running]
-        ctx.save_for_backward(
-            *conv_outs, *bn_weights, *bn_biases, *stats, pooled, weights, project_weight
-        )
-        return out
+        ctx.features = None
+        ctx.save_for_backward(*conv_outs, *bn_weights, *bn_biases, *stats, weights)
+        return select(features, weights, inplace=True)
+
+    @staticmethod
+    def recompute(ctx: FunctionCtx) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The branch outputs ``U_m`` recomputed from the kept convolution outputs (once per
+        backward: :class:`ProjectSK` may ask first), and the attention weights."""
+        saved = ctx.saved_tensors
+        branches = len(ctx.eps)
+        if ctx.features is None:
+            conv_outs = saved[:branches]
+            bn_weights = saved[branches : 2 * branches]
+            bn_biases = saved[2 * branches : 3 * branches]
+            stats = saved[3 * branches : 5 * branches]
+            scales = [w * invstd for w, invstd in zip(bn_weights, stats[1::2], strict=True)]
+            shifts = [
+                b - mean * scale
+                for b, mean, scale in zip(bn_biases, stats[0::2], scales, strict=True)
+            ]
+            ctx.features = [
+                bn_relu(c, s, t) for c, s, t in zip(conv_outs, scales, shifts, strict=True)
+            ]
+        return ctx.features, saved[5 * branches]
 
     @staticmethod
     @once_differentiable
@@ -197,27 +174,12 @@ class SKTrain(torch.autograd.Function):
         branches = len(ctx.eps)
         conv_outs = saved[:branches]
         bn_weights = saved[branches : 2 * branches]
-        bn_biases = saved[2 * branches : 3 * branches]
         stats = saved[3 * branches : 5 * branches]
-        pooled, weights, project_weight = saved[5 * branches :]
-        scales = [w * invstd for w, invstd in zip(bn_weights, stats[1::2], strict=True)]
-        shifts = [
-            b - mean * scale
-            for b, mean, scale in zip(bn_biases, stats[0::2], scales, strict=True)
-        ]
-        features = [bn_relu(c, s, t) for c, s, t in zip(conv_outs, scales, shifts, strict=True)]
+        features, weights = SKTrain.recompute(ctx)
+        ctx.features = None
         dtype = features[0].dtype
-        grad_project = None
-        if project_weight is not None:
-            stride, padding, dilation, groups = ctx.project_spec
-            grad, grad_project, _ = torch.ops.aten.convolution_backward(
-                grad, select(features, weights, inplace=False), project_weight.to(dtype),
-                None, stride, padding, dilation, False, [0] * (grad.dim() - 2), groups,
-                [True, ctx.needs_input_grad[-1], False],
-            )
-            if grad_project is not None:
-                grad_project = grad_project.to(project_weight.dtype)
-        grad_attention: tuple[torch.Tensor | None, ...] = ()
+        params = ctx.attention_params
+        grad_params: list[torch.Tensor | None] = [None] * len(params)
         grads_pre_relu = [grad] * branches  # naive sum: every branch gets V's gradient
         if weights is not None:
             sum_dtype = torch.promote_types(dtype, torch.float32)
@@ -229,9 +191,15 @@ class SKTrain(torch.autograd.Function):
                 grad_weights = torch.stack(
                     [(grad * u).sum(spatial(grad), dtype=sum_dtype) for u in features], 1
                 )
-            grad_pooled, *grad_attention = attention_backward(
-                ctx.attention, pooled, weights, grad_weights
+            pooled_leaf, attention_out = ctx.attention_graph
+            ctx.attention_graph = None
+            trained = [i for i, param in enumerate(params) if param.requires_grad]
+            grad_pooled, *found = torch.autograd.grad(
+                attention_out, [pooled_leaf, *(params[i] for i in trained)],
+                grad_weights.to(attention_out.dtype),
             )
+            for i, param_grad in zip(trained, found, strict=True):
+                grad_params[i] = param_grad
             # d pooled / d U_m = 1 / (H W) for every branch (Eq. 2), joined with the Select's.
             area = math.prod(grad.shape[2:])
             grad_pooled = grad_pooled / area
@@ -247,13 +215,48 @@ class SKTrain(torch.autograd.Function):
             grad_input, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
                 grad_bn, conv_outs[m], bn_weights[m], None, None, stats[2 * m],
                 stats[2 * m + 1], True, ctx.eps[m],
-                [ctx.needs_input_grad[3 + m], True, True],
+                [ctx.needs_input_grad[2 + m], True, True],
             )
             grad_inputs.append(grad_input)
             grad_gammas.append(grad_gamma)
             grad_betas.append(grad_beta)
-        grad_project_tuple = (grad_project,) if project_weight is not None else ()
-        return (
-            None, None, None, *grad_inputs, *grad_gammas, *grad_betas, *grad_attention,
-            *grad_project_tuple,
+        return (None, None, *grad_inputs, *grad_gammas, *grad_betas, *grad_params)
+
+
+ConvSpec = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int]
+"""``(stride, padding, dilation, groups)`` of a convolution."""
+
+
+class ProjectSK(torch.autograd.Function):
+    """A bias-free convolution of an SK unit's output ``V`` (the output of :class:`SKTrain`)
+    that does not keep ``V`` for its weight gradient: its backward recomputes ``V`` (Eq. 6) from
+    the unit's kept convolution outputs, which :class:`SKTrain`'s backward then reuses. An SK
+    bottleneck then keeps as many tensors as a ResNeXt one.
+
+    ``forward(v, weight, unit, spec)``: ``unit`` is ``v.grad_fn`` (the :class:`SKTrain` node),
+    ``spec`` the convolution's :data:`ConvSpec`.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, v: torch.Tensor, weight: torch.Tensor, unit: FunctionCtx, spec: ConvSpec
+    ) -> torch.Tensor:
+        ctx.unit, ctx.spec = unit, spec
+        ctx.save_for_backward(weight)
+        return CONV_FUNCTIONS[v.dim() - 2](v, weight.to(v.dtype), None, *spec)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (weight,) = ctx.saved_tensors
+        features, weights = SKTrain.recompute(ctx.unit)
+        v = select(features, weights, inplace=False)
+        stride, padding, dilation, groups = ctx.spec
+        grad_v, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, v, weight.to(v.dtype), None, stride, padding, dilation, False,
+            [0] * (grad.dim() - 2), groups, [*ctx.needs_input_grad[:2], False],
         )
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        ctx.unit = None
+        return grad_v, grad_weight, None, None
