@@ -6,6 +6,7 @@ import torch
 import sknet
 from sknet.layers import fast
 from sknet.models import create_model, get_entry, list_models
+from sknet.preprocessing import PAPER_IMAGENET
 
 
 def small_input(name: str, batch: int = 2) -> torch.Tensor:
@@ -91,11 +92,10 @@ def test_table_rows_are_one_call():
     model = create_model("sknet50", branches=[(3, 1, 32), (3, 2, 32), (3, 3, 32)], attention=False)
     unit = model.sk_units()["SK_3_1"]
     assert unit.attention is None and unit.receptive_fields == [3, 5, 7]
-    assert model.config == {
-        "name": "sknet50",
-        "num_classes": 1000,
-        "kwargs": {"branches": [(3, 1, 32), (3, 2, 32), (3, 3, 32)], "attention": False},
-    }
+    record = model.record
+    assert (record.name, record.num_classes, record.class_names) == ("sknet50", 1000, None)
+    assert record.kwargs == {"branches": [(3, 1, 32), (3, 2, 32), (3, 3, 32)], "attention": False}
+    assert record.preprocessing == PAPER_IMAGENET  # the registry entry's default
 
 
 def test_he_initialisation():
