@@ -84,9 +84,10 @@ def create_model(
             ``pretrained``, the file's; another count keeps the pretrained backbone and gives a
             freshly initialised classifier, which is logged on the ``sknet`` logger).
         pretrained: weights to load: anything :func:`load_pretrained` reads (our weights folder
-            or ``.safetensors``, a training run's folder or ``last.pt``, timm's files); their
-            recorded kwargs are the defaults. ``None`` or ``False``: an untrained model. There
-            is no hub to download from, so ``True`` is refused: name the file or folder.
+            or ``.safetensors``, a training run's folder or ``last.pt``, timm's files, a hub id
+            ``hf-hub:ORG/NAME[@REVISION]``); their recorded kwargs are the defaults. ``True``:
+            the published weights the registry names (``hub_id``, timm's). ``None`` or
+            ``False``: an untrained model.
         features_only: return a :class:`~sknet.models.base.FeatureExtractor` instead, which
             outputs a list of feature maps and describes them in ``feature_info``.
         out_indices: with ``features_only``, the feature levels to return: 0 is the stem
@@ -104,10 +105,13 @@ def create_model(
     if out_indices is not None and not features_only:
         raise UserError(f"{name}: out_indices needs features_only=True")
     if pretrained is True:
-        raise UserError(
-            f"create_model({name!r}, pretrained=True): sknet downloads nothing; pass the path of "
-            "weights on disk (our weights folder or .safetensors, or timm's files)"
-        )
+        if entry.hub_id is None:
+            raise UserError(
+                f"create_model({name!r}, pretrained=True): no published weights of {name!r} are "
+                "known; pass a path (our weights folder or .safetensors, a run, timm's files) "
+                "or a hub id hf-hub:ORG/NAME"
+            )
+        pretrained = f"hf-hub:{entry.hub_id}"
     if pretrained is not None and pretrained is not False:
         model = load(pretrained, name=name, num_classes=num_classes, **kwargs).model
     else:

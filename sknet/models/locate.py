@@ -1,10 +1,12 @@
 """Where weights are, told once: any weights location read into a state dict and its record.
 
-A location is a training run's folder (its ``best.safetensors``, else ``model.safetensors``, else
-``last.pt``), our weights folder or file (``model.safetensors`` + ``config.json``,
-``X.safetensors`` + ``X.json``), a training ``last.pt``, or timm's weights (a hub folder,
-``.safetensors``, ``.pth``, ``.pt``, ``.bin``). :func:`locate` decides which, reads each file once
-and returns what :mod:`sknet.models.factory` builds from. Nothing here builds a model.
+A location is a Hugging Face hub id (``hf-hub:ORG/NAME[@REVISION]``, whose folder in the local
+cache :mod:`sknet.models.hub` finds), a training run's folder (its ``best.safetensors``, else
+``model.safetensors``, else ``last.pt``), our weights folder or file (``model.safetensors`` +
+``config.json``, ``X.safetensors`` + ``X.json``), a training ``last.pt``, or timm's weights (a
+hub folder, ``.safetensors``, ``.pth``, ``.pt``, ``.bin``). :func:`locate` decides which, reads
+each file once and returns what :mod:`sknet.models.factory` builds from. Nothing here builds a
+model.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import torch
 
+from sknet.models.hub import hub_folder, is_hub_id
 from sknet.models.resume_file import checked, is_checkpoint
 from sknet.models.timm_weights import is_timm_source, plain_state, read_timm
 from sknet.models.weights_io import read_record, read_torch_file, read_weights, weight_paths
@@ -27,7 +30,7 @@ resume state."""
 
 WEIGHTS_HELP = (
     "pass a training --out folder, a folder with model.safetensors + config.json, an "
-    "X.safetensors file, a training last.pt, or timm's weights"
+    "X.safetensors file, a training last.pt, timm's weights, or a hub id hf-hub:ORG/NAME"
 )
 
 
@@ -66,6 +69,8 @@ def locate(location: str | os.PathLike, flag: str = "") -> Found:
         FileNotFoundError: nothing loadable there.
         sknet.errors.UserError: unreadable, foreign or damaged files (one line).
     """
+    if is_hub_id(location):
+        location = hub_folder(str(location))
     path = Path(location)
     if path.is_dir():
         found = [path / name for name in RUN_FILES if (path / name).exists()]

@@ -73,7 +73,9 @@ class ModelEntry:
     lightweight recipe (Section 4.1: weight decay 4e-5 instead of 1e-4 and slightly less
     aggressive scale augmentation); training reads the flag, the recipe values live there.
     ``preprocessing`` is how the paper feeds the model (``None`` where the data decides: the
-    digits models, normalised by their training set's statistics).
+    digits models, normalised by their training set's statistics). ``hub_id`` names published
+    weights of the same network on the Hugging Face hub (``ORG/NAME``, e.g. timm's), which
+    ``create_model(name, pretrained=True)`` loads.
     """
 
     name: str
@@ -83,6 +85,7 @@ class ModelEntry:
     default_num_classes: int = 1000
     lightweight: bool = False
     preprocessing: Preprocessing | None = PAPER_IMAGENET
+    hub_id: str | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -109,6 +112,7 @@ def register_model(
     default_num_classes: int = 1000,
     lightweight: bool = False,
     preprocessing: Preprocessing | None = PAPER_IMAGENET,
+    hub_id: str | None = None,
     **config: Any,
 ) -> ModelEntry:
     """Register ``name`` as ``builder(**config)``; ``config`` is the single source of its shape.
@@ -119,7 +123,8 @@ def register_model(
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
     entry = ModelEntry(
-        name, builder, dict(config), paper, default_num_classes, lightweight, preprocessing
+        name, builder, dict(config), paper, default_num_classes, lightweight, preprocessing,
+        hub_id,
     )
     _REGISTRY[name] = entry
     if paper is not None:

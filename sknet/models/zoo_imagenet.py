@@ -15,13 +15,15 @@ SENET_COUNT = "senet"
 SUM_C2_50 = "sum of C^2 over the 16 SK units of SKNet-50 = 5,029,888"
 
 register_model(
-    "resnext50_32x4d", ResNeXt, depths=(3, 4, 6, 3), branches=GROUPED_3X3,
+    "resnext50_32x4d", ResNeXt, hub_id="timm/resnext50_32x4d.a1h_in1k",
+    depths=(3, 4, 6, 3), branches=GROUPED_3X3,
     paper=Paper(
         "Tables 1-2", "25.0M", "4.24G", top1_224=22.23, top1_320=21.05, counting=SENET_COUNT
     ),
 )
 register_model(
-    "resnext101_32x4d", ResNeXt, depths=(3, 4, 23, 3), branches=GROUPED_3X3,
+    "resnext101_32x4d", ResNeXt, hub_id="timm/resnext101_32x4d.gluon_in1k",
+    depths=(3, 4, 23, 3), branches=GROUPED_3X3,
     paper=Paper(
         "Table 2", "44.3M", "7.99G", top1_224=21.11, top1_320=19.86, counting=SENET_COUNT,
         derivation=Derivation(
@@ -33,7 +35,8 @@ register_model(
     ),
 )
 register_model(
-    "seresnext50_32x4d", ResNeXt, depths=(3, 4, 6, 3), branches=GROUPED_3X3, se_reduction=16,
+    "seresnext50_32x4d", ResNeXt, hub_id="timm/seresnext50_32x4d.racm_in1k",
+    depths=(3, 4, 6, 3), branches=GROUPED_3X3, se_reduction=16,
     paper=Paper(
         "Tables 1-2", "27.7M", "4.25G", top1_224=21.12, top1_320=19.71, counting=SENET_COUNT,
         derivation=Derivation(
@@ -45,7 +48,8 @@ register_model(
     ),
 )
 register_model(
-    "seresnext101_32x4d", ResNeXt, depths=(3, 4, 23, 3), branches=GROUPED_3X3, se_reduction=16,
+    "seresnext101_32x4d", ResNeXt, hub_id="timm/seresnext101_32x4d.gluon_in1k",
+    depths=(3, 4, 23, 3), branches=GROUPED_3X3, se_reduction=16,
     paper=Paper(
         "Table 2", "49.2M", "8.00G", top1_224=20.58, top1_320=18.61, counting=SENET_COUNT,
         derivation=Derivation(
@@ -63,21 +67,25 @@ SK_RESNET = {
     "branches": ((3, 1, 1), (3, 2, 1)), "split_input": True, "reduction": 8, "min_dim": 16,
 }
 register_model(
-    "resnet18", ResNeXt, depths=(2, 2, 2, 2), branches=((3, 1, 1),), **BASIC,
+    "resnet18", ResNeXt, hub_id="timm/resnet18.tv_in1k",
+    depths=(2, 2, 2, 2), branches=((3, 1, 1),), **BASIC,
     paper=Paper("torchvision's weights, timm's resnet18.tv_in1k (not in the paper)", "11.69M",
                 top1_224=30.24),
 )
 register_model(
-    "resnet34", ResNeXt, depths=(3, 4, 6, 3), branches=((3, 1, 1),), **BASIC,
+    "resnet34", ResNeXt, hub_id="timm/resnet34.tv_in1k",
+    depths=(3, 4, 6, 3), branches=((3, 1, 1),), **BASIC,
     paper=Paper("torchvision's weights, timm's resnet34.tv_in1k (not in the paper)", "21.80M",
                 top1_224=26.69),
 )
 register_model(
-    "skresnet18", ResNeXt, depths=(2, 2, 2, 2), **BASIC, **SK_RESNET,
+    "skresnet18", ResNeXt, hub_id="timm/skresnet18.ra_in1k",
+    depths=(2, 2, 2, 2), **BASIC, **SK_RESNET,
     paper=Paper("timm's skresnet18.ra_in1k (not in the paper)", "11.96M", top1_224=26.98),
 )
 register_model(
-    "skresnet34", ResNeXt, depths=(3, 4, 6, 3), **BASIC, **SK_RESNET,
+    "skresnet34", ResNeXt, hub_id="timm/skresnet34.ra_in1k",
+    depths=(3, 4, 6, 3), **BASIC, **SK_RESNET,
     paper=Paper("timm's skresnet34.ra_in1k (not in the paper)", "22.28M", top1_224=23.04),
 )
 register_model(
@@ -85,7 +93,8 @@ register_model(
     paper=Paper("Figure 2 (plotted only, no printed numbers)"),
 )
 register_model(
-    "sknet50", ResNeXt, depths=(3, 4, 6, 3), **SK_2_32_16,
+    "sknet50", ResNeXt, hub_id="timm/skresnext50_32x4d.ra_in1k",
+    depths=(3, 4, 6, 3), **SK_2_32_16,
     paper=Paper("Tables 1-2", "27.5M", "4.47G", top1_224=20.79, top1_320=19.32),
 )
 register_model(
