@@ -22,7 +22,8 @@ from sknet.models import (
     save_pretrained,
     to_timm,
 )
-from sknet.profiling import profile, profile_model
+from sknet.models.complexity import profile_model
+from sknet.profiling import profile
 
 __version__ = "0.1.0"
 

@@ -21,7 +21,7 @@ from sknet.devices import DEVICE_HELP
 from sknet.errors import UserError
 from sknet.evaluation import evaluate
 from sknet.export import export_checkpoint
-from sknet.models import list_models
+from sknet.models import create_model, list_models, load_pretrained, model_card
 from sknet.models.locate import WEIGHTS_HELP
 from sknet.predict import format_prediction, predict
 from sknet.profiling import format_derivations, format_table, report
@@ -40,6 +40,14 @@ def format_command(argv: Sequence[str]) -> str:
 
 
 # -- the commands -----------------------------------------------------------------------------
+
+
+def _card(args: argparse.Namespace) -> int:
+    if args.model in list_models():
+        print(model_card(create_model(args.model)), end="")
+    else:
+        print(model_card(load_pretrained(args.model), args.model), end="")
+    return 0
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -311,6 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     profile.add_argument("--rows", default="", help="only rows whose label contains this text")
     profile.set_defaults(func=_profile)
+
+    card = commands.add_parser(
+        "card", help="the model card of a registered model or of weights (what README.md holds)"
+    )
+    card.add_argument(
+        "model", metavar="NAME|WEIGHTS",
+        help="a registered model name (untrained), or weights: "
+        + WEIGHTS_HELP.removeprefix("pass "),
+    )
+    card.set_defaults(func=_card)
 
     models = commands.add_parser("models", help="list registered model names")
     models.add_argument("pattern", nargs="?", default="", help="only names containing this text")

@@ -27,8 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from sknet.atomic import atomic_path
 from sknet.errors import UserError
 from sknet.layers import fold_bn
-from sknet.layers.common import CONV_TYPES
-from sknet.models.base import input_channels
+from sknet.layers.common import CONV_TYPES, input_channels
 from sknet.trained import load_trained
 
 ONNX_OPSET = 18

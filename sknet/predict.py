@@ -17,7 +17,7 @@ import torch
 from sknet.data import eval_transform, read_image
 from sknet.devices import pick_device
 from sknet.errors import UserError
-from sknet.models.base import input_channels
+from sknet.layers.common import input_channels
 from sknet.trained import load_trained
 
 BATCH_SIZE = 32

@@ -39,3 +39,18 @@ def fold_bn(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     return conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1)), bias
+
+
+def first_conv(model: nn.Module) -> nn.Module:
+    """The model's first convolution (the one that reads the input)."""
+    first = next((m for m in model.modules() if isinstance(m, CONV_TYPES)), None)
+    if first is None:
+        raise ValueError(
+            f"{type(model).__name__} has no convolution to read its input channels from"
+        )
+    return first
+
+
+def input_channels(model: nn.Module) -> int:
+    """Channels the model takes: those of its first convolution."""
+    return first_conv(model).in_channels

@@ -24,10 +24,11 @@ from sknet.models.registry import (
     register_model,
     register_paper_row,
 )
+from sknet.models.release import model_card, save_pretrained
 from sknet.models.resnext import Bottleneck, ResNeXt
 from sknet.models.shufflenet import ShuffleNetV2, ShuffleUnit
 from sknet.models.timm_weights import TIMM_ARCHITECTURES, to_timm
-from sknet.models.weights_io import read_record, save_pretrained
+from sknet.models.weights_io import read_record
 
 __all__ = [
     "TIMM_ARCHITECTURES",
@@ -48,6 +49,7 @@ __all__ = [
     "get_entry",
     "list_models",
     "load_pretrained",
+    "model_card",
     "paper_rows",
     "read_record",
     "register_model",

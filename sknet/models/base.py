@@ -13,8 +13,8 @@ from torch import nn
 
 from sknet.errors import UserError
 from sknet.layers import ConvBnAct, SKConv, init_weights
-from sknet.layers.common import CONV_TYPES
-from sknet.models.weights_io import model_name, save_pretrained
+from sknet.models.release import save_pretrained
+from sknet.models.weights_io import model_name
 
 
 class Backbone(nn.Module):
@@ -79,8 +79,9 @@ class Backbone(nn.Module):
         init_weights(self)
 
     def save_pretrained(self, path: str | os.PathLike, **kwargs: Any) -> Path:
-        """:func:`sknet.save_pretrained` of this model: ``model.safetensors`` + ``config.json``
-        in the folder ``path`` (or ``X.safetensors`` + ``X.json``); returns the weights path."""
+        """:func:`sknet.save_pretrained` of this model: ``model.safetensors``, ``config.json`` and
+        the card ``README.md`` in the folder ``path`` (or ``X.safetensors`` + ``X.json``);
+        returns the weights path."""
         return save_pretrained(self, path, **kwargs)
 
     def sk_units(self) -> dict[str, SKConv]:
@@ -98,21 +99,6 @@ class Backbone(nn.Module):
                     name = f"SK_{self.first_stage_index + stage_offset}_{block_index}{suffix}"
                     units[name] = unit
         return units
-
-
-def first_conv(model: nn.Module) -> nn.Module:
-    """The model's first convolution (the one that reads the input)."""
-    first = next((m for m in model.modules() if isinstance(m, CONV_TYPES)), None)
-    if first is None:
-        raise UserError(
-            f"{type(model).__name__} has no convolution to read its input channels from"
-        )
-    return first
-
-
-def input_channels(model: nn.Module) -> int:
-    """Channels the model takes: those of its first convolution."""
-    return first_conv(model).in_channels
 
 
 def _classifier(features: int, num_classes: int) -> nn.Module:

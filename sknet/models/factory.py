@@ -301,9 +301,18 @@ def _timm_model(
         model.record,
         class_names=None if recorded is None else tuple(recorded),
         preprocessing=resolve_preprocessing(timm_preprocessing(config), None, preprocessing),
-        extra={"timm_architecture": architecture},
+        extra={
+            "timm_architecture": architecture,
+            **({"license": str(licence)} if (licence := _timm_licence(config)) else {}),
+        },
     )
     return model
+
+
+def _timm_licence(config: Mapping[str, Any]) -> str | None:
+    """The licence timm's config gives its weights, if any."""
+    pretrained_cfg = config.get("pretrained_cfg", config)
+    return config.get("license") or (pretrained_cfg or {}).get("license")
 
 
 def fit_classifier(model: nn.Module, num_classes: int | None, label: str) -> nn.Module:

@@ -36,8 +36,8 @@ class Paper:
 
     ``params`` and ``flops`` are kept as printed (``"27.5M"``, ``"4.47G"``, ``"40.39M"``): the
     number of printed decimals is the precision ``--check`` holds us to. FLOPs are multiply-adds
-    counted by the convention named in ``counting`` (see :data:`sknet.profiling.COUNTING`). Errors
-    are top-1 percentages.
+    counted by the convention named in ``counting`` (see
+    :data:`sknet.models.complexity.COUNTING`). Errors are top-1 percentages.
     """
 
     source: str

@@ -73,7 +73,7 @@ def weight_paths(path: PathLike) -> tuple[Path, Path]:
     return path / WEIGHTS_NAME, path / CONFIG_NAME
 
 
-def save_pretrained(
+def write_weights(
     model: nn.Module,
     path: PathLike,
     *,
@@ -81,7 +81,8 @@ def save_pretrained(
     preprocessing: Preprocessing | Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``model``'s weights and its record atomically (also ``model.save_pretrained(path)``).
+    """Write ``model``'s weights and its record atomically (:func:`sknet.save_pretrained` adds a
+    model card to a folder).
 
     Args:
         model: a model from :func:`~sknet.models.create_model` or

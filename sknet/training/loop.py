@@ -34,9 +34,9 @@ from sknet.devices import (
 )
 from sknet.errors import UserError
 from sknet.evaluation import measure, val_loader
-from sknet.models import get_entry, save_pretrained
+from sknet.models import get_entry
 from sknet.models.resume_file import read_checkpoint
-from sknet.models.weights_io import read_weights
+from sknet.models.weights_io import read_weights, write_weights
 from sknet.training import reports
 from sknet.training.checkpoint import (
     Progress,
@@ -95,7 +95,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
         self.model, self.preprocessing, self.notes = prepare_model(
-            config, source, processes, state, start
+            config, source, processes, state, start, command
         )
         self.frozen = frozen_modules(self.model, config.freeze)
         if self.frozen:
@@ -185,7 +185,7 @@ class Trainer:
             return
         self.progress.best = dict(row)
         if self.processes.main:
-            save_pretrained(
+            write_weights(
                 self.model, self.out / "best.safetensors",
                 epoch=row["epoch"], top1_err=row["val_top1_err"], top5_err=row["val_top5_err"],
             )

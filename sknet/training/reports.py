@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,26 @@ METRICS = ["epoch", "lr", "train_loss", "val_top1_err", "val_top5_err", "img_per
 """Columns of ``metrics.csv`` (and ``peak_mem_mib`` on CUDA)."""
 SCALARS = ("lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s")
 """The metrics logged to TensorBoard per epoch."""
+
+
+def code_version() -> str:
+    """sknet's version, with the git commit of its checkout where it runs from one."""
+    try:
+        version = metadata.version("sknet")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    folder = Path(__file__).resolve().parents[2]
+    if (folder / ".git").exists():
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
+                text=True, timeout=10, check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):  # no git here
+            commit = ""
+        if commit:
+            return f"{version} (git {commit})"
+    return version
 
 
 def write_settings(out: Path, config: ResolvedConfig) -> None:

@@ -25,6 +25,7 @@ from sknet.models.registry import get_entry
 from sknet.preprocessing import Preprocessing, resolve_preprocessing
 from sknet.record import ModelRecord
 from sknet.training.config import ResolvedConfig
+from sknet.training.reports import code_version
 from sknet.training.transfer import Start, adapt
 
 
@@ -66,11 +67,13 @@ def prepare_model(
     processes: Processes,
     state: dict[str, Any] | None,
     start: Start | None,
+    command: str,
 ) -> tuple[nn.Module, Preprocessing, list[str]]:
     """The network to train, on its device, its preprocessing, and what the log should say.
 
     From ``state`` (a resumed ``last.pt``: its record and weights), from ``start`` (fine-tuning)
-    or new (He initialisation under the run's seed).
+    or new (He initialisation under the run's seed). The record says where the weights come
+    from: the dataset, the evaluation sizes, ``command`` and the code's version.
     """
     kwargs = dict(config.model_kwargs)
     entry = get_entry(config.model)
@@ -97,7 +100,10 @@ def prepare_model(
     model.record = replace(
         model.record.with_classes(len(source.class_names), source.class_names),
         preprocessing=preprocessing,
-        extra={"dataset": config.data, "eval_sizes": list(config.eval_sizes)},
+        extra={
+            "dataset": config.data, "eval_sizes": list(config.eval_sizes), "command": command,
+            "sknet_version": code_version(),
+        },
     )
     if config.sync_bn and processes.world_size > 1:
         if processes.device.type != "cuda":

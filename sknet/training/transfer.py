@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from sknet.errors import UserError
-from sknet.models.base import first_conv
+from sknet.layers.common import first_conv
 from sknet.models.factory import load, renew_classifier
 from sknet.models.weights_io import model_name
 from sknet.record import ModelRecord
