@@ -30,7 +30,8 @@ def test_a_training_run_and_a_timm_import_say_where_their_weights_come_from(tiny
     trained.save_pretrained(tmp_path / "release")
     card = (tmp_path / "release" / "README.md").read_text()
     record = json.loads((tiny_run / "best.json").read_text())
-    assert f"trained with sknet on `digits`, best epoch 1, top-1 error {record['top1_err']}%" in card
+    error = record["top1_err"]
+    assert f"trained with sknet on `digits`, best epoch 1, top-1 error {error}%" in card
     assert "by `sknet.train(" in card and "sknet 0.1.0" in card
 
 
@@ -39,7 +40,8 @@ def test_sknet_card_agrees_with_sknet_profile(capsys):
     card = capsys.readouterr().out
     counted = profile("sknet50")
     assert f"| parameters | {counted.params / 1e6:.2f}M (paper: 27.5M) |" in card
-    assert f"| multiply-adds | {counted.counted('sk') / 1e9:.2f}G at 224x224 (paper: 4.47G) |" in card
+    macs = counted.counted("sk") / 1e9
+    assert f"| multiply-adds | {macs:.2f}G at 224x224 (paper: 4.47G) |" in card
     assert "| paper top-1 error | 20.79% (224x224) |" in card
     assert 'timm.create_model("skresnext50_32x4d", num_classes=ours.num_classes)' in card
     assert main(["card", "nowhere/at/all"]) == 2
