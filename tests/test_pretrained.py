@@ -217,3 +217,14 @@ def test_version_1_placeholder_names_read_as_unknown(model, tmp_path):
     assert sknet.load_pretrained(tmp_path / "w").record.class_names is None
     config_path.write_text(json.dumps({**config, "class_names": placeholders}))
     assert sknet.load_pretrained(tmp_path / "w").record.class_names == tuple(placeholders)
+
+
+def test_a_run_folder_loads_as_every_command_reads_it(tiny_run):
+    """``load_pretrained`` takes what ``--checkpoint`` takes: a training run's folder (its
+    best.safetensors) and its last.pt (411b0df refused the folder)."""
+    best = sknet.load_pretrained(tiny_run).eval()
+    last = sknet.load_pretrained(tiny_run / "last.pt").eval()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(best(x), last(x))  # one epoch: the best weights are the last
+    assert best.record.class_names == last.record.class_names == tuple(map(str, range(10)))
+    assert best.record.preprocessing == last.record.preprocessing

@@ -361,3 +361,20 @@ def test_eval_of_imported_weights_on_a_folder_checks_names_and_follows_their_pre
     sknet.save_pretrained(model, tmp_path / "named", class_names=["x", "y", "z"], preprocessing=odd)
     status, line = _cli(capsys, "eval", str(tmp_path / "named"), "--data", str(folder))
     assert status == 2 and "class names (x, y, z, ...) differ" in line
+
+
+def test_a_relative_data_folder_is_recorded_absolute(tmp_path, monkeypatch, capsys):
+    """A run on ``--data imgs`` evaluates from any folder without ``--data`` (411b0df stored
+    ``imgs`` and failed elsewhere with "--data imgs: no such folder")."""
+    make_image_folder(tmp_path / "work" / "imgs", per_class=4, val_per_class=2)
+    monkeypatch.chdir(tmp_path / "work")
+    status = main(["train", "--data", "imgs", "--out", "run", "--model", "sknet_digits",
+                   "--model-kwargs", TINY_YAML, "--input-size", "16", "--batch-size", "6",
+                   "--epochs", "1", "--eval-sizes", "16"])
+    assert status == 0
+    recorded = json.loads((tmp_path / "work" / "run" / "best.json").read_text())["dataset"]
+    assert recorded == str((tmp_path / "work" / "imgs").resolve())
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "work" / "run")]) == 0
+    assert "top-1 err" in capsys.readouterr().out

@@ -144,8 +144,10 @@ def figure_classes(report: dict[str, Any]):
         axes.set_xlabel("class" if few else "class index")
         axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
         axes.set_title(f"{name}, per class")
-        axes.legend(title="object size")
         axes.grid(alpha=0.3)
+    # One legend beside the panels: inside one it can hide a class's point.
+    figure.legend(*panels[0].get_legend_handles_labels(), title="object size",
+                  loc="outside right upper")
     title = f"Figure 4: mean attention difference per class ({report['images']} images)"
     return _titled(figure, title, report)
 

@@ -41,7 +41,7 @@ class CifarSource(Source):
                 f"{root / folder}: incomplete or corrupt CIFAR files ({error}); extract "
                 f"{CIFAR_ARCHIVES[name]} again"
             ) from None
-        self.spec = f"{name}:{root}"
+        self.spec = f"{name}:{root.resolve()}"  # recorded with the weights: valid from anywhere
         self.class_names = list(self.train.classes)
 
     def _normalize(self, preprocessing: Preprocessing):

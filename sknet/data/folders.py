@@ -124,7 +124,7 @@ class FolderSource(Source):
                 "with train/ and val/ sub-folders of class folders (ImageNet layout: "
                 "get ILSVRC2012 from image-net.org and sort val/ into class folders)"
             )
-        self.spec = str(root)
+        self.spec = str(root.resolve())  # recorded with the weights: valid from any folder
         if for_training:
             names, train, skipped_train = _scan_split(root / "train", None, strict)
         else:  # evaluation reads val/ alone; labels follow train/'s class folders where present

@@ -400,6 +400,7 @@ def train(
     if state is not None:
         check_resumable(state["config"], config)
     source = open_data(config.data, strict=config.strict)
+    config = replace(config, data=source.spec)  # canonical, a folder's path absolute
     start = None
     if config.pretrained is not None and state is None:
         start = load_start(config.pretrained)
