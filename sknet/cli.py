@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sknet.analysis import analyze, format_findings
 from sknet.atomic import write_json
@@ -186,6 +186,14 @@ def _loader_options() -> argparse.ArgumentParser:
 # -- the parsers ------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, failing in one line like every other error (the usage is one
+    ``--help`` away); its sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train",
@@ -295,7 +303,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sknet",
         description="Selective Kernel Networks: models, profiling, training, analysis."
     )

@@ -361,3 +361,89 @@ def test_eval_of_imported_weights_on_a_folder_checks_names_and_follows_their_pre
     sknet.save_pretrained(model, tmp_path / "named", class_names=["x", "y", "z"], preprocessing=odd)
     status, line = _cli(capsys, "eval", str(tmp_path / "named"), "--data", str(folder))
     assert status == 2 and "class names (x, y, z, ...) differ" in line
+
+
+# -- settings bounded and typed, sizes checked up front, file-system failures in one line ----
+
+
+def _one_line(capsys, *argv):
+    """Exit status and the one line on stderr of a command that fails before it starts work
+    (argparse's refusals included)."""
+    try:
+        status = main([str(arg) for arg in argv])
+    except SystemExit as exit:
+        status = exit.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return status, err[0]
+
+
+def _settings(tmp_path, text):
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    return path
+
+
+def _alias_bomb(levels):
+    """Billion laughs: each level ten aliases of the one before (10**levels strings)."""
+    lines = ["preprocessing:", "  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text", [
+    _alias_bomb(4),  # 9 levels once took 2.8 GB and never finished
+    "model_kwargs: &loop {inner: *loop}\n",  # once a 3,000-line RecursionError
+    "model_kwargs: &tiny {attention: false}\npreprocessing: {<<: *tiny}\n",
+])
+def test_config_files_with_yaml_aliases_are_refused(tmp_path, capsys, text):
+    path = _settings(tmp_path, text)
+    status, line = _one_line(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert status == 2 and line.startswith(f"sknet train: error: --config {path}: line ")
+    assert "anchors and aliases (&name, *name, <<) are not accepted" in line
+    status, line = _one_line(capsys, "train", "--model-kwargs", "&a [*a]")
+    assert status == 2 and "argument --model-kwargs" in line and "aliases" in line
+
+
+def test_config_files_are_bounded_and_read_numbers_as_people_write_them(tmp_path, capsys):
+    path = _settings(tmp_path, "epochs: 1\n" + "#" * 1_000_000 + "\n")
+    status, line = _one_line(capsys, "train", "--config", path)
+    assert status == 2 and "larger than 1,000,000 bytes" in line
+    path = _settings(tmp_path, "model_kwargs: {x: " + "[" * 100 + "]" * 100 + "}\n")
+    status, line = _one_line(capsys, "train", "--config", path)
+    assert status == 2 and "nested deeper than 32 levels" in line
+    path = _settings(tmp_path, "lr: 1e-4\nweight_decay: 5E-5\nmomentum: 1\nepochs: 3\n")
+    config = layer({}, path)  # YAML 1.1 would read 1e-4 as text
+    assert (config.lr, config.weight_decay, config.momentum, config.epochs) == (1e-4, 5e-5, 1.0, 3)
+    assert isinstance(config.momentum, float)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("epochs: ten", "epochs must be an integer or null, got 'ten' (str)"),
+    ('lr: "0.1"', "lr must be a finite number or null, got '0.1' (str)"),
+    ("batch_size: [4, 8]", "batch_size must be an integer or null, got [4, 8] (list)"),
+    ("model_kwargs: 5", "model_kwargs must be a mapping of names to values, got 5 (int)"),
+    ("seed: abc", "seed must be an integer, got 'abc' (str)"),
+    ("data: 12345", "data must be text, got 12345 (int)"),
+    ("epochs: 1.5", "epochs must be an integer or null, got 1.5 (float)"),  # ran "epoch 2/1.5"
+    ("save_every: true", "save_every must be an integer, got True (bool)"),
+    ("eval_sizes: [224, 3.5]", "eval_sizes must be a list of integers or null, got [224, 3.5]"),
+    ("lr: .nan", "lr must be a finite number or null, got nan (float)"),
+    ("amp: yes please", "amp must be true or false, got 'yes please' (str)"),
+])
+def test_config_values_must_have_their_settings_types(tmp_path, capsys, text, expected):
+    path = _settings(tmp_path, text + "\n")
+    status, line = _one_line(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert status == 2 and line.startswith(f"sknet train: error: --config {path}: {expected}")
+
+
+def test_python_keywords_are_checked_like_config_values(tmp_path):
+    with pytest.raises(ValueError, match=r"^sknet\.train: epochs must be an integer or null"):
+        train(out=str(tmp_path / "run"), epochs=2.0)
+    with pytest.raises(ValueError, match=r"save_every must be an integer, got False \(bool\)"):
+        train(out=str(tmp_path / "run"), save_every=False)
+    with pytest.raises(ValueError, match=r"model_kwargs must be a mapping of names to values"):
+        train(out=str(tmp_path / "run"), model_kwargs=[("attention", False)])
+    assert not (tmp_path / "run").exists()
+    config = layer({"lr_milestones": (0.5, 1), "out": tmp_path / "run"})
+    assert (config.lr_milestones, config.out) == ([0.5, 1.0], str(tmp_path / "run"))
