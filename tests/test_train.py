@@ -447,3 +447,10 @@ def test_python_keywords_are_checked_like_config_values(tmp_path):
     assert not (tmp_path / "run").exists()
     config = layer({"lr_milestones": (0.5, 1), "out": tmp_path / "run"})
     assert (config.lr_milestones, config.out) == ([0.5, 1.0], str(tmp_path / "run"))
+
+
+def test_model_kwargs_of_the_wrong_shape_fail_in_one_line(tmp_path, capsys):
+    status, line = _one_line(capsys, "train", "--out", tmp_path / "run", "--epochs", "1",
+                             "--model-kwargs", "{branches: 5}")
+    assert status == 2 and line.startswith("sknet train: error: model 'sknet_digits' with")
+    assert "branches must be a list holding one (kernel, dilation, groups) list per branch" in line
