@@ -26,7 +26,8 @@ from sknet.models.locate import WEIGHTS_HELP
 from sknet.predict import format_prediction, predict
 from sknet.profiling import format_derivations, format_table, report
 from sknet.training import train
-from sknet.training.config import options, parse_numbers
+from sknet.training.config import options
+from sknet.training.parsing import parse_size, parse_sizes
 
 PREDICT_WEIGHTS = (
     "training --out folder, weights folder, X.safetensors or last.pt (their record holds the "
@@ -230,7 +231,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("weights", nargs="?", default=None, metavar="WEIGHTS",
                         help="deprecated spelling of --checkpoint")
-    parser.add_argument("--sizes", type=_argument_type(parse_numbers(int)), default=None,
+    parser.add_argument("--sizes", type=_argument_type(parse_sizes), default=None,
                         metavar="N,N,..", help="centre-crop sizes (default: those recorded)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the results here")
@@ -279,7 +280,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     add = parser.add_argument
     add("--format", default="onnx", choices=("onnx",), help="output format (default onnx)")
     add("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
-    add("--input-size", type=int, default=None, metavar="S",
+    add("--input-size", type=_argument_type(parse_size), default=None, metavar="S",
         help="input height = width (default: the checkpoint's preprocessing input_size)")
     add("--keep-bn", action="store_true",
         help="export the eval-mode model with BatchNorm nodes instead of folding them")

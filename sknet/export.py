@@ -29,6 +29,7 @@ from sknet.errors import UserError
 from sknet.layers import fold_bn
 from sknet.layers.common import CONV_TYPES
 from sknet.models.base import input_channels
+from sknet.preprocessing import check_size
 from sknet.trained import load_trained
 
 ONNX_OPSET = 18
@@ -129,6 +130,8 @@ def export_onnx(
     """
     _require_onnx()
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    check_size(height, "the input height")
+    check_size(width, "the input width")
     channels = input_channels(model) if in_chans is None else in_chans
     exported = deploy(model) if fold else copy.deepcopy(model).eval()
     # Batch 2: torch.export specialises dimensions of size 0 or 1 to constants.
@@ -169,6 +172,8 @@ def export_checkpoint(
         ``folded``, ``opset``.
     """
     _require_onnx()
+    if input_size is not None:
+        check_size(input_size, "--input-size")
     path, model, record = load_trained(checkpoint, "--checkpoint")
     size = input_size or (record.preprocessing and record.preprocessing.input_size)
     if not size:

@@ -197,3 +197,18 @@ def test_a_failed_onnx_write_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         sknet.export_onnx(model, path, input_size=16)
     assert path.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_cli_refuses_bad_sizes_in_one_line(tmp_path, capsys):
+    _, run = _checkpoint(tmp_path)
+    for size in ("0", "4", "100000"):  # 0 once exported at the checkpoint's 16 without a word
+        with pytest.raises(SystemExit) as exit:
+            _cli(capsys, "export", "--checkpoint", run, "--out", tmp_path / "m.onnx",
+                 "--input-size", size)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit.value.code == 2 and len(err) == 1
+        assert f"argument --input-size: the size must be in 8..8192 pixels, got {size}" in err[0]
+    with pytest.raises(ValueError, match=r"the input height must be in 8\.\.8192 pixels, got 0"):
+        sknet.export_onnx(create_model("sknet_digits", **TINY), tmp_path / "m.onnx",
+                          input_size=0)
+    assert not list(tmp_path.glob("*.onnx"))

@@ -454,3 +454,23 @@ def test_model_kwargs_of_the_wrong_shape_fail_in_one_line(tmp_path, capsys):
                              "--model-kwargs", "{branches: 5}")
     assert status == 2 and line.startswith("sknet train: error: model 'sknet_digits' with")
     assert "branches must be a list holding one (kernel, dilation, groups) list per branch" in line
+
+
+def test_sizes_are_bounded_before_anything_runs(digits_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    for argv, flag in [
+        (["train", "--out", run, "--input-size", "100000"], "--input-size"),
+        (["train", "--out", run, "--eval-sizes", "16,0"], "--eval-sizes"),  # once after training
+        (["eval", "--checkpoint", digits_run[0], "--sizes", "0"], "--sizes"),
+    ]:
+        status, line = _one_line(capsys, *argv)
+        assert status == 2 and f"argument {flag}: " in line
+        assert "must be in 8..8192 pixels" in line and line.endswith("--help")
+    path = _settings(tmp_path, "input_size: 100000\n")
+    status, line = _one_line(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert status == 2 and "input size must be in 8..8192 pixels, got 100000" in line
+    with pytest.raises(ValueError, match=r"eval sizes must be in 8\.\.8192 pixels, got \[8, 4\]"):
+        resolve(TrainConfig(input_size=8, eval_sizes=[8, 4]), "digits", "sknet_digits")
+    with pytest.raises(ValueError, match=r"--sizes must be in 8\.\.8192 pixels, got 0"):
+        evaluate(digits_run[0], sizes=[0])
+    assert not (tmp_path / "run").exists()

@@ -17,6 +17,7 @@ from typing import Any
 
 from sknet.devices import DEVICE_HELP
 from sknet.errors import UserError
+from sknet.preprocessing import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from sknet.training.parsing import (
     MAX_CONFIG_BYTES,
     TypeMismatch,
@@ -25,6 +26,8 @@ from sknet.training.parsing import (
     load_yaml,
     parse_mapping,
     parse_numbers,
+    parse_size,
+    parse_sizes,
 )
 from sknet.training.recipe import (
     FINE_TUNING_STEPS,
@@ -137,10 +140,12 @@ class TrainConfig:
         parse=parse_numbers(float), metavar="F,F,..",
     ))
     lr_gamma: float | None = field(default=None, metadata=_flag(parse=float))
-    input_size: int | None = field(default=None, metadata=_flag("training crop size", parse=int))
+    input_size: int | None = field(default=None, metadata=_flag(
+        "training crop size", parse=parse_size, metavar="INPUT_SIZE"
+    ))
     eval_sizes: list[int] | None = field(default=None, metadata=_flag(
         "centre-crop sizes the best weights are evaluated at",
-        parse=parse_numbers(int), metavar="N,N,..",
+        parse=parse_sizes, metavar="N,N,..",
     ))
     min_scale: float | None = field(default=None, metadata=_flag(
         "smallest area fraction of the random-size crop", parse=float
@@ -286,6 +291,9 @@ def layer(
     return TrainConfig(**values)
 
 
+SIZES = f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} pixels"
+
+
 def resolve(
     config: TrainConfig, kind: str, model: str, train_size: int | None = None
 ) -> ResolvedConfig:
@@ -324,7 +332,14 @@ def resolve(
                 not all(0 < m <= 1 for m in resolved.lr_milestones),
                 "lr milestones are fractions of the run, in (0, 1]",
             ),
-            (resolved.input_size < 8, f"input size must be >= 8, got {resolved.input_size}"),
+            (
+                not MIN_INPUT_SIZE <= resolved.input_size <= MAX_INPUT_SIZE,
+                f"input size must be in {SIZES}, got {resolved.input_size}",
+            ),
+            (
+                not all(MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE for size in resolved.eval_sizes),
+                f"eval sizes must be in {SIZES}, got {resolved.eval_sizes}",
+            ),
             (not 0 < resolved.min_scale <= 1, "min scale must be in (0, 1]"),
             (resolved.amp_dtype not in ("bf16", "fp16"), "amp dtype must be bf16 or fp16"),
             (resolved.save_every < 0, "save-every must be >= 0"),

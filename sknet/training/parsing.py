@@ -1,5 +1,5 @@
 """Setting values from text, bounded: YAML (``--config`` files, ``--model-kwargs``) without
-anchors or aliases, numbers from flags, and a value checked against a type annotation.
+anchors or aliases, numbers and sizes from flags, and a value checked against a type annotation.
 
 :mod:`sknet.training.config` applies them to the fields of ``TrainConfig``; nothing here knows a
 setting by name.
@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from sknet.errors import UserError
+from sknet.preprocessing import check_size
 
 MAX_CONFIG_BYTES = 1_000_000
 """The largest ``--config`` file (and ``--model-kwargs``/``--preprocessing`` value) read: settings
@@ -103,6 +104,21 @@ def parse_numbers(kind: type) -> Callable[[str], list]:
 
     parse.__name__ = f"{kind.__name__}s"
     return parse
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Input sides separated by commas or spaces, each within the bounds of
+    :func:`~sknet.preprocessing.check_size`: ``"224,320"``."""
+    return [check_size(size, "sizes") for size in parse_numbers(int)(text)]
+
+
+def parse_size(text: str) -> int:
+    """One input side within the bounds of :func:`~sknet.preprocessing.check_size`."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise UserError(f"expected an integer number of pixels, got {text!r}") from None
+    return check_size(size, "the size")
 
 
 _NONE = type(None)
