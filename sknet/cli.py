@@ -284,7 +284,8 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help="input height = width (default: the checkpoint's preprocessing input_size)")
     add("--keep-bn", action="store_true",
         help="export the eval-mode model with BatchNorm nodes instead of folding them")
-    add("--opset", type=int, default=None, help="ONNX opset (default: the exporter's own)")
+    add("--opset", type=int, default=None,
+        help="ONNX opset, 18 or newer (default 18, the exporter's own)")
     parser.set_defaults(func=_export)
 
 

@@ -199,6 +199,27 @@ def test_a_failed_onnx_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert path.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
+def _opset(path):
+    import onnx
+
+    return {entry.domain: entry.version for entry in onnx.load(str(path)).opset_import}[""]
+
+
+def test_cli_honours_the_opset_or_refuses_it_in_one_line(tmp_path, capsys):
+    _, run = _checkpoint(tmp_path)
+    out = tmp_path / "model.onnx"
+    status, printed, _ = _cli(capsys, "export", "--checkpoint", run, "--out", out, "--opset", "20")
+    assert status == 0 and printed.strip().endswith("opset 20") and _opset(out) == 20
+    out.unlink()
+    for opset in ("3", "17", "999"):  # 3 once printed "opset 3" and wrote 18
+        status, printed, err = _cli(capsys, "export", "--checkpoint", run, "--out", out,
+                                    "--opset", opset)
+        assert status == 2 and len(err) == 1 and not printed
+        assert err[0].startswith(f"sknet export: error: ONNX opset {opset}: torch's exporter "
+                                 "writes opsets 18..")
+        assert not out.exists()
+
+
 def test_cli_refuses_bad_sizes_in_one_line(tmp_path, capsys):
     _, run = _checkpoint(tmp_path)
     for size in ("0", "4", "100000"):  # 0 once exported at the checkpoint's 16 without a word
