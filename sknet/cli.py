@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from sknet.analysis import analyze, format_findings
-from sknet.atomic import write_json
+from sknet.atomic import check_writable, describe, write_json
 from sknet.devices import DEVICE_HELP
 from sknet.errors import UserError
 from sknet.evaluation import evaluate
@@ -79,6 +79,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.json:
+        check_writable(args.json, "--json", folder=False)
     results = evaluate(
         args.checkpoint, args.data, args.sizes,
         batch_size=args.batch_size, device=args.device, workers=args.workers,
@@ -96,6 +98,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    check_writable(args.out, "--out", folder=True)
     started = time.perf_counter()
     findings = analyze(
         args.checkpoint, args.data, args.out, scales=args.scales, unit=args.unit,
@@ -110,6 +113,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    check_writable(args.out, "--out", folder=False)
     try:
         done = export_checkpoint(
             args.checkpoint, args.out, input_size=args.input_size, fold=not args.keep_bn,
@@ -365,3 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
         print(f"sknet {args.command}: error: {message}", file=sys.stderr)
         return 130 if isinstance(error, KeyboardInterrupt) else 2
+    except OSError as error:  # a full disk, a read-only folder, met outside the atomic writes
+        line = describe(error)
+        if line is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"sknet {args.command}: error: {line}", file=sys.stderr)
+        return 2

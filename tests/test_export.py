@@ -1,5 +1,7 @@
 """``sknet.deploy`` (BatchNorm folded into convolutions, nothing else changed) and ONNX export."""
 
+import errno
+import os
 import sys
 
 import pytest
@@ -233,3 +235,25 @@ def test_cli_refuses_bad_sizes_in_one_line(tmp_path, capsys):
         sknet.export_onnx(create_model("sknet_digits", **TINY), tmp_path / "m.onnx",
                           input_size=0)
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_an_out_that_cannot_be_written_or_a_full_disk_fail_in_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    _, run = _checkpoint(tmp_path)
+    status, _, err = _cli(capsys, "export", "--checkpoint", run, "--out", tmp_path)
+    assert status == 2 and err == [
+        f"sknet export: error: --out {tmp_path}: is a folder; name the file to write in it"
+    ]
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    status, _, err = _cli(capsys, "export", "--checkpoint", run, "--out", out)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("sknet export: error: no space left on ")
+    assert f"while writing {out}; the previous model.onnx is intact" in err[0]
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.glob(".*")] == []

@@ -1,12 +1,15 @@
 """The released-weights format: model.safetensors + config.json, one module for every task."""
 
+import errno
 import json
+import os
 
 import pytest
 import torch
 from tiny import TINY
 
 import sknet
+from sknet.errors import UserError
 from sknet.models import weights_io
 
 PREPROCESSING = {"input_size": 8, "resize": 8, "mean": [0.3], "std": [0.4]}
@@ -217,3 +220,24 @@ def test_version_1_placeholder_names_read_as_unknown(model, tmp_path):
     assert sknet.load_pretrained(tmp_path / "w").record.class_names is None
     config_path.write_text(json.dumps({**config, "class_names": placeholders}))
     assert sknet.load_pretrained(tmp_path / "w").record.class_names == tuple(placeholders)
+
+
+def test_a_full_disk_keeps_the_previous_weights_and_says_so(model, tmp_path, monkeypatch):
+    weights = sknet.save_pretrained(model, tmp_path / "w")
+    before = weights.read_bytes()
+
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(UserError) as error:
+        sknet.save_pretrained(model, tmp_path / "w")
+    message = str(error.value)
+    assert message.startswith("no space left on ") and "\n" not in message
+    assert f"while writing {weights}; the previous model.safetensors is intact" in message
+    assert weights.read_bytes() == before
+    assert sorted(path.name for path in (tmp_path / "w").iterdir()) == [
+        "config.json", "model.safetensors"
+    ]
+    with pytest.raises(UserError, match=f"nothing was written to {tmp_path / 'new'}"):
+        sknet.save_pretrained(model, tmp_path / "new.safetensors")

@@ -474,3 +474,50 @@ def test_sizes_are_bounded_before_anything_runs(digits_run, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"--sizes must be in 8\.\.8192 pixels, got 0"):
         evaluate(digits_run[0], sizes=[0])
     assert not (tmp_path / "run").exists()
+
+
+def test_an_out_that_cannot_be_written_is_refused_up_front(digits_run, tmp_path, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    status, line = _one_line(capsys, "train", "--out", blocker)
+    assert status == 2 and line == (
+        f"sknet train: error: --out {blocker}: is a file, not a folder; name a folder (it is "
+        "created)"
+    )
+    status, line = _one_line(capsys, "train", "--out", blocker / "run")
+    assert status == 2 and f"{blocker} is a file, not a folder" in line
+    status, line = _one_line(capsys, "eval", "--checkpoint", digits_run[0], "--json", tmp_path)
+    assert status == 2 and line == (
+        f"sknet eval: error: --json {tmp_path}: is a folder; name the file to write in it"
+    )
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused_up_front(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        status, line = _one_line(capsys, "train", "--out", locked / "run")
+    finally:
+        locked.chmod(0o755)
+    assert status == 2 and f"{locked} is not writable" in line
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_checkpoint_and_says_so(
+    digits_run, tmp_path, capsys, monkeypatch
+):
+    out, before = _copy(digits_run, tmp_path)
+
+    def full_disk(state, path):
+        with open(path, "wb") as partial:
+            partial.write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 44 vs 41")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"), "--epochs", "3")
+    assert status == 2 and line.startswith(f"sknet train: error: writing {out / 'last.pt'} stopped")
+    assert "most likely no space left on " in line and "the previous last.pt is intact" in line
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob(".*.tmp"))
