@@ -9,6 +9,7 @@ import torch
 from tiny import TINY
 
 import sknet
+from sknet.cli import main
 from sknet.errors import UserError
 from sknet.models import weights_io
 
@@ -220,6 +221,25 @@ def test_version_1_placeholder_names_read_as_unknown(model, tmp_path):
     assert sknet.load_pretrained(tmp_path / "w").record.class_names is None
     config_path.write_text(json.dumps({**config, "class_names": placeholders}))
     assert sknet.load_pretrained(tmp_path / "w").record.class_names == tuple(placeholders)
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"num_classes": 10**10}, "num_classes must be in 0..1000000, got 10000000000"),
+    ({"num_classes": -3}, "num_classes must be in 0..1000000, got -3"),  # once "unexpected 2"
+    ({"kwargs": [1, 2]}, "kwargs must be a mapping of names, got [1, 2]"),
+    ({"model": 5}, "model must be a model name, got 5"),
+    ({"preprocessing": {**PREPROCESSING, "input_size": 1_000_000}},
+     "input_size must be in 1..8192, got 1000000"),
+])
+def test_config_values_out_of_bounds_fail_in_one_line_before_building(
+    model, tmp_path, capsys, change, expected
+):
+    sknet.save_pretrained(model, tmp_path / "w")
+    path = tmp_path / "w" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    status = main(["eval", "--checkpoint", str(tmp_path / "w"), "--data", "digits"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == [f"sknet eval: error: {path}: {expected}"]
 
 
 def test_a_full_disk_keeps_the_previous_weights_and_says_so(model, tmp_path, monkeypatch):
