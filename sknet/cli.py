@@ -13,10 +13,10 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sknet.analysis import analyze, format_findings
-from sknet.atomic import write_json
+from sknet.atomic import check_writable, describe, write_json
 from sknet.devices import DEVICE_HELP
 from sknet.errors import UserError
 from sknet.evaluation import evaluate
@@ -26,7 +26,8 @@ from sknet.models.locate import WEIGHTS_HELP
 from sknet.predict import format_prediction, predict
 from sknet.profiling import format_derivations, format_table, report
 from sknet.training import train
-from sknet.training.config import options, parse_numbers
+from sknet.training.config import options
+from sknet.training.parsing import parse_size, parse_sizes
 
 PREDICT_WEIGHTS = (
     "training --out folder, weights folder, X.safetensors or last.pt (their record holds the "
@@ -86,6 +87,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.json:
+        check_writable(args.json, "--json", folder=False)
     results = evaluate(
         args.checkpoint, args.data, args.sizes,
         batch_size=args.batch_size, device=args.device, workers=args.workers,
@@ -103,6 +106,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    check_writable(args.out, "--out", folder=True)
     started = time.perf_counter()
     findings = analyze(
         args.checkpoint, args.data, args.out, scales=args.scales, unit=args.unit,
@@ -117,6 +121,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    check_writable(args.out, "--out", folder=False)
     try:
         done = export_checkpoint(
             args.checkpoint, args.out, input_size=args.input_size, fold=not args.keep_bn,
@@ -194,6 +199,14 @@ def _loader_options() -> argparse.ArgumentParser:
 # -- the parsers ------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, failing in one line like every other error (the usage is one
+    ``--help`` away); its sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train",
@@ -230,7 +243,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("weights", nargs="?", default=None, metavar="WEIGHTS",
                         help="deprecated spelling of --checkpoint")
-    parser.add_argument("--sizes", type=_argument_type(parse_numbers(int)), default=None,
+    parser.add_argument("--sizes", type=_argument_type(parse_sizes), default=None,
                         metavar="N,N,..", help="centre-crop sizes (default: those recorded)")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="also write the results here")
@@ -279,11 +292,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     add = parser.add_argument
     add("--format", default="onnx", choices=("onnx",), help="output format (default onnx)")
     add("--out", required=True, metavar="FILE", help="the file to write, e.g. model.onnx")
-    add("--input-size", type=int, default=None, metavar="S",
+    add("--input-size", type=_argument_type(parse_size), default=None, metavar="S",
         help="input height = width (default: the checkpoint's preprocessing input_size)")
     add("--keep-bn", action="store_true",
         help="export the eval-mode model with BatchNorm nodes instead of folding them")
-    add("--opset", type=int, default=None, help="ONNX opset (default: the exporter's own)")
+    add("--opset", type=int, default=None,
+        help="ONNX opset, 18 or newer (default 18, the exporter's own)")
     parser.set_defaults(func=_export)
 
 
@@ -303,7 +317,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sknet",
         description="Selective Kernel Networks: models, profiling, training, analysis."
     )
@@ -373,3 +387,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = "interrupted" if isinstance(error, KeyboardInterrupt) else str(error)
         print(f"sknet {args.command}: error: {message}", file=sys.stderr)
         return 130 if isinstance(error, KeyboardInterrupt) else 2
+    except OSError as error:  # a full disk, a read-only folder, met outside the atomic writes
+        line = describe(error)
+        if line is None:
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"sknet {args.command}: error: {line}", file=sys.stderr)
+        return 2

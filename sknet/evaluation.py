@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 from sknet.data import Source, collate
 from sknet.devices import Processes, all_sum, default_workers, single_process
 from sknet.errors import UserError
-from sknet.preprocessing import Preprocessing
+from sknet.preprocessing import Preprocessing, check_size
 from sknet.trained import open_trained
 
 
@@ -112,6 +112,8 @@ def evaluate(
         ``{"weights", "model", "data", "results": {size: {"top1_err", "top5_err", "images",
         "skipped"}}}``.
     """
+    for size in sizes or ():
+        check_size(size, "--sizes")
     trained = open_trained(weights, data, flag="--checkpoint")
     record = trained.record
     sizes = list(sizes or record.extra.get("eval_sizes") or [trained.input_size])

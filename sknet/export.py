@@ -28,11 +28,12 @@ from sknet.atomic import atomic_path
 from sknet.errors import UserError
 from sknet.layers import fold_bn
 from sknet.layers.common import CONV_TYPES, input_channels
+from sknet.preprocessing import check_size
 from sknet.trained import load_trained
 
 ONNX_OPSET = 18
-"""The opset torch's exporter builds its graphs in (others go through onnx's version converter);
-onnxruntime runs it from version 1.14 on."""
+"""The opset torch's exporter builds its graphs in (newer ones go through onnx's version converter,
+older ones are refused: :func:`check_opset`); onnxruntime runs it from version 1.14 on."""
 ONNX_INPUT = "input"
 ONNX_OUTPUT = "logits"
 ONNX_PACKAGES = ("onnx", "onnxscript")
@@ -118,7 +119,8 @@ def export_onnx(
         in_chans: input channels (default: those of the model's first convolution).
         fold: export :func:`deploy`'s copy (BatchNorm folded into the convolutions, fewer
             nodes); ``False`` exports the eval-mode model with its BatchNorm nodes.
-        opset: ONNX opset (default :data:`ONNX_OPSET`, the exporter's own; newer ones work too).
+        opset: ONNX opset (default :data:`ONNX_OPSET`, the exporter's own; newer ones work too,
+            older ones are refused: :func:`check_opset`).
 
     Returns:
         ``path``.
@@ -128,6 +130,9 @@ def export_onnx(
     """
     _require_onnx()
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    check_size(height, "the input height")
+    check_size(width, "the input width")
+    check_opset(opset)
     channels = input_channels(model) if in_chans is None else in_chans
     exported = deploy(model) if fold else copy.deepcopy(model).eval()
     # Batch 2: torch.export specialises dimensions of size 0 or 1 to constants.
@@ -138,10 +143,31 @@ def export_onnx(
             input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
             dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
+    written = program.model.opset_imports.get("") if hasattr(program, "model") else opset
+    if written != opset:
+        raise UserError(
+            f"torch's exporter cannot write this model in ONNX opset {opset} (it came out in "
+            f"opset {written}); ask for opset {ONNX_OPSET} or newer"
+        )
     path = Path(path)
     with atomic_path(path) as temporary:
         program.save(temporary, external_data=False)
     return path
+
+
+def check_opset(opset: object) -> int:
+    """``opset`` if torch's exporter can write it, else a one-line error: from
+    :data:`ONNX_OPSET` (its own; it converts down only with a warning, and may keep its own) up
+    to the newest the installed ``onnx`` knows."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not ONNX_OPSET <= opset <= newest:
+        raise UserError(
+            f"ONNX opset {opset!r}: torch's exporter writes opsets {ONNX_OPSET}..{newest} (the "
+            f"newest the installed onnx knows); pass one of those, or leave --opset out"
+        )
+    return opset
 
 
 def export_checkpoint(
@@ -168,12 +194,14 @@ def export_checkpoint(
         ``folded``, ``opset``.
     """
     _require_onnx()
+    opset = ONNX_OPSET if opset is None else check_opset(opset)
+    if input_size is not None:
+        check_size(input_size, "--input-size")
     path, model, record = load_trained(checkpoint, "--checkpoint")
     size = input_size or (record.preprocessing and record.preprocessing.input_size)
     if not size:
         raise UserError(f"{path}: its config records no input size; pass --input-size")
     channels = input_channels(model)
-    opset = opset or ONNX_OPSET
     export_onnx(model, out, input_size=int(size), in_chans=channels, fold=fold, opset=opset)
     return {
         "out": str(out), "weights": str(path), "model": record.name,

@@ -30,12 +30,28 @@ MAX_INPUT_SIZE = 8192
 """The largest input side a record or an override may ask for (a guard against typos that would
 allocate terabytes)."""
 
+MIN_INPUT_SIZE = 8
+"""The smallest input side a network is trained, evaluated or exported at (``--input-size``,
+``--eval-sizes``, ``sknet eval --sizes``, ``sknet export --input-size``)."""
+
 OVERRIDABLE = ("resize", "interpolation", "mean", "std", "pixel_scale")
 """What ``--preprocessing`` may set (the input size has its own flag, ``--input-size``)."""
 
 
 class PreprocessingError(UserError):
     """A preprocessing record or override that cannot describe an input (one line)."""
+
+
+def check_size(size: object, what: str) -> int:
+    """``size`` if it is an input side a network can be fed at, from :data:`MIN_INPUT_SIZE` to
+    :data:`MAX_INPUT_SIZE`; else a one-line error naming ``what`` (e.g. ``--input-size``)."""
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise PreprocessingError(f"{what} must be an integer number of pixels, got {size!r}")
+    if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise PreprocessingError(
+            f"{what} must be in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} pixels, got {size}"
+        )
+    return size
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
 """``sknet.deploy`` (BatchNorm folded into convolutions, nothing else changed) and ONNX export."""
 
+import errno
+import os
 import sys
 
 import pytest
@@ -197,3 +199,61 @@ def test_a_failed_onnx_write_keeps_the_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         sknet.export_onnx(model, path, input_size=16)
     assert path.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def _opset(path):
+    import onnx
+
+    return {entry.domain: entry.version for entry in onnx.load(str(path)).opset_import}[""]
+
+
+def test_cli_honours_the_opset_or_refuses_it_in_one_line(tmp_path, capsys):
+    _, run = _checkpoint(tmp_path)
+    out = tmp_path / "model.onnx"
+    status, printed, _ = _cli(capsys, "export", "--checkpoint", run, "--out", out, "--opset", "20")
+    assert status == 0 and printed.strip().endswith("opset 20") and _opset(out) == 20
+    out.unlink()
+    for opset in ("3", "17", "999"):  # 3 once printed "opset 3" and wrote 18
+        status, printed, err = _cli(capsys, "export", "--checkpoint", run, "--out", out,
+                                    "--opset", opset)
+        assert status == 2 and len(err) == 1 and not printed
+        assert err[0].startswith(f"sknet export: error: ONNX opset {opset}: torch's exporter "
+                                 "writes opsets 18..")
+        assert not out.exists()
+
+
+def test_cli_refuses_bad_sizes_in_one_line(tmp_path, capsys):
+    _, run = _checkpoint(tmp_path)
+    for size in ("0", "4", "100000"):  # 0 once exported at the checkpoint's 16 without a word
+        with pytest.raises(SystemExit) as exit:
+            _cli(capsys, "export", "--checkpoint", run, "--out", tmp_path / "m.onnx",
+                 "--input-size", size)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit.value.code == 2 and len(err) == 1
+        assert f"argument --input-size: the size must be in 8..8192 pixels, got {size}" in err[0]
+    with pytest.raises(ValueError, match=r"the input height must be in 8\.\.8192 pixels, got 0"):
+        sknet.export_onnx(create_model("sknet_digits", **TINY), tmp_path / "m.onnx",
+                          input_size=0)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_an_out_that_cannot_be_written_or_a_full_disk_fail_in_one_line(
+    tmp_path, capsys, monkeypatch
+):
+    _, run = _checkpoint(tmp_path)
+    status, _, err = _cli(capsys, "export", "--checkpoint", run, "--out", tmp_path)
+    assert status == 2 and err == [
+        f"sknet export: error: --out {tmp_path}: is a folder; name the file to write in it"
+    ]
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"previous")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    status, _, err = _cli(capsys, "export", "--checkpoint", run, "--out", out)
+    assert status == 2 and len(err) == 1
+    assert err[0].startswith("sknet export: error: no space left on ")
+    assert f"while writing {out}; the previous model.onnx is intact" in err[0]
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.glob(".*")] == []

@@ -1,12 +1,16 @@
 """The released-weights format: model.safetensors + config.json, one module for every task."""
 
+import errno
 import json
+import os
 
 import pytest
 import torch
 from tiny import TINY
 
 import sknet
+from sknet.cli import main
+from sknet.errors import UserError
 from sknet.models import weights_io
 
 PREPROCESSING = {"input_size": 8, "resize": 8, "mean": [0.3], "std": [0.4]}
@@ -228,3 +232,42 @@ def test_a_run_folder_loads_as_every_command_reads_it(tiny_run):
     assert torch.equal(best(x), last(x))  # one epoch: the best weights are the last
     assert best.record.class_names == last.record.class_names == tuple(map(str, range(10)))
     assert best.record.preprocessing == last.record.preprocessing
+
+@pytest.mark.parametrize(("change", "expected"), [
+    ({"num_classes": 10**10}, "num_classes must be in 0..1000000, got 10000000000"),
+    ({"num_classes": -3}, "num_classes must be in 0..1000000, got -3"),  # once "unexpected 2"
+    ({"kwargs": [1, 2]}, "kwargs must be a mapping of names, got [1, 2]"),
+    ({"model": 5}, "model must be a model name, got 5"),
+    ({"preprocessing": {**PREPROCESSING, "input_size": 1_000_000}},
+     "input_size must be in 1..8192, got 1000000"),
+])
+def test_config_values_out_of_bounds_fail_in_one_line_before_building(
+    model, tmp_path, capsys, change, expected
+):
+    sknet.save_pretrained(model, tmp_path / "w")
+    path = tmp_path / "w" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    status = main(["eval", "--checkpoint", str(tmp_path / "w"), "--data", "digits"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and err == [f"sknet eval: error: {path}: {expected}"]
+
+
+def test_a_full_disk_keeps_the_previous_weights_and_says_so(model, tmp_path, monkeypatch):
+    weights = sknet.save_pretrained(model, tmp_path / "w")
+    before = weights.read_bytes()
+
+    def full_disk(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(UserError) as error:
+        sknet.save_pretrained(model, tmp_path / "w")
+    message = str(error.value)
+    assert message.startswith("no space left on ") and "\n" not in message
+    assert f"while writing {weights}; the previous model.safetensors is intact" in message
+    assert weights.read_bytes() == before
+    assert sorted(path.name for path in (tmp_path / "w").iterdir()) == [
+        "config.json", "model.safetensors"
+    ]
+    with pytest.raises(UserError, match=f"nothing was written to {tmp_path / 'new'}"):
+        sknet.save_pretrained(model, tmp_path / "new.safetensors")

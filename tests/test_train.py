@@ -378,3 +378,162 @@ def test_a_relative_data_folder_is_recorded_absolute(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(tmp_path / "work" / "run")]) == 0
     assert "top-1 err" in capsys.readouterr().out
+
+# -- settings bounded and typed, sizes checked up front, file-system failures in one line ----
+
+
+def _one_line(capsys, *argv):
+    """Exit status and the one line on stderr of a command that fails before it starts work
+    (argparse's refusals included)."""
+    try:
+        status = main([str(arg) for arg in argv])
+    except SystemExit as exit:
+        status = exit.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return status, err[0]
+
+
+def _settings(tmp_path, text):
+    path = tmp_path / "settings.yaml"
+    path.write_text(text)
+    return path
+
+
+def _alias_bomb(levels):
+    """Billion laughs: each level ten aliases of the one before (10**levels strings)."""
+    lines = ["preprocessing:", "  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("text", [
+    _alias_bomb(4),  # 9 levels once took 2.8 GB and never finished
+    "model_kwargs: &loop {inner: *loop}\n",  # once a 3,000-line RecursionError
+    "model_kwargs: &tiny {attention: false}\npreprocessing: {<<: *tiny}\n",
+])
+def test_config_files_with_yaml_aliases_are_refused(tmp_path, capsys, text):
+    path = _settings(tmp_path, text)
+    status, line = _one_line(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert status == 2 and line.startswith(f"sknet train: error: --config {path}: line ")
+    assert "anchors and aliases (&name, *name, <<) are not accepted" in line
+    status, line = _one_line(capsys, "train", "--model-kwargs", "&a [*a]")
+    assert status == 2 and "argument --model-kwargs" in line and "aliases" in line
+
+
+def test_config_files_are_bounded_and_read_numbers_as_people_write_them(tmp_path, capsys):
+    path = _settings(tmp_path, "epochs: 1\n" + "#" * 1_000_000 + "\n")
+    status, line = _one_line(capsys, "train", "--config", path)
+    assert status == 2 and "larger than 1,000,000 bytes" in line
+    path = _settings(tmp_path, "model_kwargs: {x: " + "[" * 100 + "]" * 100 + "}\n")
+    status, line = _one_line(capsys, "train", "--config", path)
+    assert status == 2 and "nested deeper than 32 levels" in line
+    path = _settings(tmp_path, "lr: 1e-4\nweight_decay: 5E-5\nmomentum: 1\nepochs: 3\n")
+    config = layer({}, path)  # YAML 1.1 would read 1e-4 as text
+    assert (config.lr, config.weight_decay, config.momentum, config.epochs) == (1e-4, 5e-5, 1.0, 3)
+    assert isinstance(config.momentum, float)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("epochs: ten", "epochs must be an integer or null, got 'ten' (str)"),
+    ('lr: "0.1"', "lr must be a finite number or null, got '0.1' (str)"),
+    ("batch_size: [4, 8]", "batch_size must be an integer or null, got [4, 8] (list)"),
+    ("model_kwargs: 5", "model_kwargs must be a mapping of names to values, got 5 (int)"),
+    ("seed: abc", "seed must be an integer, got 'abc' (str)"),
+    ("data: 12345", "data must be text, got 12345 (int)"),
+    ("epochs: 1.5", "epochs must be an integer or null, got 1.5 (float)"),  # ran "epoch 2/1.5"
+    ("save_every: true", "save_every must be an integer, got True (bool)"),
+    ("eval_sizes: [224, 3.5]", "eval_sizes must be a list of integers or null, got [224, 3.5]"),
+    ("lr: .nan", "lr must be a finite number or null, got nan (float)"),
+    ("amp: yes please", "amp must be true or false, got 'yes please' (str)"),
+])
+def test_config_values_must_have_their_settings_types(tmp_path, capsys, text, expected):
+    path = _settings(tmp_path, text + "\n")
+    status, line = _one_line(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert status == 2 and line.startswith(f"sknet train: error: --config {path}: {expected}")
+
+
+def test_python_keywords_are_checked_like_config_values(tmp_path):
+    with pytest.raises(ValueError, match=r"^sknet\.train: epochs must be an integer or null"):
+        train(out=str(tmp_path / "run"), epochs=2.0)
+    with pytest.raises(ValueError, match=r"save_every must be an integer, got False \(bool\)"):
+        train(out=str(tmp_path / "run"), save_every=False)
+    with pytest.raises(ValueError, match=r"model_kwargs must be a mapping of names to values"):
+        train(out=str(tmp_path / "run"), model_kwargs=[("attention", False)])
+    assert not (tmp_path / "run").exists()
+    config = layer({"lr_milestones": (0.5, 1), "out": tmp_path / "run"})
+    assert (config.lr_milestones, config.out) == ([0.5, 1.0], str(tmp_path / "run"))
+
+
+def test_model_kwargs_of_the_wrong_shape_fail_in_one_line(tmp_path, capsys):
+    status, line = _one_line(capsys, "train", "--out", tmp_path / "run", "--epochs", "1",
+                             "--model-kwargs", "{branches: 5}")
+    assert status == 2 and line.startswith("sknet train: error: model 'sknet_digits' with")
+    assert "branches must be a list holding one (kernel, dilation, groups) list per branch" in line
+
+
+def test_sizes_are_bounded_before_anything_runs(digits_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    for argv, flag in [
+        (["train", "--out", run, "--input-size", "100000"], "--input-size"),
+        (["train", "--out", run, "--eval-sizes", "16,0"], "--eval-sizes"),  # once after training
+        (["eval", "--checkpoint", digits_run[0], "--sizes", "0"], "--sizes"),
+    ]:
+        status, line = _one_line(capsys, *argv)
+        assert status == 2 and f"argument {flag}: " in line
+        assert "must be in 8..8192 pixels" in line and line.endswith("--help")
+    path = _settings(tmp_path, "input_size: 100000\n")
+    status, line = _one_line(capsys, "train", "--config", path, "--out", tmp_path / "run")
+    assert status == 2 and "input size must be in 8..8192 pixels, got 100000" in line
+    with pytest.raises(ValueError, match=r"eval sizes must be in 8\.\.8192 pixels, got \[8, 4\]"):
+        resolve(TrainConfig(input_size=8, eval_sizes=[8, 4]), "digits", "sknet_digits")
+    with pytest.raises(ValueError, match=r"--sizes must be in 8\.\.8192 pixels, got 0"):
+        evaluate(digits_run[0], sizes=[0])
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_out_that_cannot_be_written_is_refused_up_front(digits_run, tmp_path, capsys):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    status, line = _one_line(capsys, "train", "--out", blocker)
+    assert status == 2 and line == (
+        f"sknet train: error: --out {blocker}: is a file, not a folder; name a folder (it is "
+        "created)"
+    )
+    status, line = _one_line(capsys, "train", "--out", blocker / "run")
+    assert status == 2 and f"{blocker} is a file, not a folder" in line
+    status, line = _one_line(capsys, "eval", "--checkpoint", digits_run[0], "--json", tmp_path)
+    assert status == 2 and line == (
+        f"sknet eval: error: --json {tmp_path}: is a folder; name the file to write in it"
+    )
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused_up_front(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        status, line = _one_line(capsys, "train", "--out", locked / "run")
+    finally:
+        locked.chmod(0o755)
+    assert status == 2 and f"{locked} is not writable" in line
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_checkpoint_and_says_so(
+    digits_run, tmp_path, capsys, monkeypatch
+):
+    out, before = _copy(digits_run, tmp_path)
+
+    def full_disk(state, path):
+        with open(path, "wb") as partial:
+            partial.write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . unexpected pos 44 vs 41")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    status, line = _cli(capsys, "train", "--resume", str(out / "last.pt"), "--epochs", "3")
+    assert status == 2 and line.startswith(f"sknet train: error: writing {out / 'last.pt'} stopped")
+    assert "most likely no space left on " in line and "the previous last.pt is intact" in line
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob(".*.tmp"))

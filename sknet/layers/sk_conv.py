@@ -24,6 +24,10 @@ def fuse_dim(channels: int, reduction: int, min_dim: int) -> int:
     return max(channels // reduction, min_dim)
 
 
+def _is_list(value: object) -> bool:
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
 def parse_branches(
     branches: Sequence[Sequence[int]],
     fields: Sequence[str] = ("kernel", "dilation", "groups"),
@@ -41,6 +45,11 @@ def parse_branches(
         kind: what a branch is called in the message (e.g. ``"depthwise branch"``).
     """
     described = ", ".join(fields)
+    if not _is_list(branches) or not all(_is_list(branch) for branch in branches):
+        raise ValueError(
+            f"{owner} branches must be a list holding one ({described}) list per {kind}, "
+            f"got {str(branches)[:100]}"
+        )
     parsed = []
     for branch in branches:
         if len(branch) != len(fields) or not all(isinstance(v, int) and v >= 1 for v in branch):

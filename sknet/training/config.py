@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import math
 import os
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sknet.devices import DEVICE_HELP
 from sknet.errors import UserError
+from sknet.preprocessing import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from sknet.training.parsing import (
+    MAX_CONFIG_BYTES,
+    TypeMismatch,
+    converted,
+    describe_type,
+    load_yaml,
+    parse_mapping,
+    parse_numbers,
+    parse_size,
+    parse_sizes,
+)
 from sknet.training.recipe import (
     FINE_TUNING_STEPS,
     Recipe,
@@ -48,32 +59,6 @@ def _flag(help: str = "", **option: Any) -> dict[str, Option]:
     """A :class:`TrainConfig` field's metadata: its command-line :class:`Option`
     (``parse=None`` for an on/off switch)."""
     return {"option": Option(help, **option)}
-
-
-def parse_mapping(text: str) -> dict:
-    """A YAML mapping such as ``'{attention: false}'``."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if not isinstance(value, dict):
-        raise UserError(f"expected a mapping like '{{attention: 0}}': {text!r}")
-    return value
-
-
-def parse_numbers(kind: type) -> Callable[[str], list]:
-    """A parser of numbers of type ``kind`` separated by commas or spaces: ``"0.3,0.6,0.9"``."""
-
-    def parse(text: str) -> list:
-        try:
-            return [kind(item) for item in text.replace(",", " ").split()]
-        except ValueError:
-            raise UserError(
-                f"expected {kind.__name__}s separated by commas, got {text!r}"
-            ) from None
-
-    parse.__name__ = f"{kind.__name__}s"
-    return parse
 
 
 @dataclass
@@ -155,10 +140,12 @@ class TrainConfig:
         parse=parse_numbers(float), metavar="F,F,..",
     ))
     lr_gamma: float | None = field(default=None, metadata=_flag(parse=float))
-    input_size: int | None = field(default=None, metadata=_flag("training crop size", parse=int))
+    input_size: int | None = field(default=None, metadata=_flag(
+        "training crop size", parse=parse_size, metavar="INPUT_SIZE"
+    ))
     eval_sizes: list[int] | None = field(default=None, metadata=_flag(
         "centre-crop sizes the best weights are evaluated at",
-        parse=parse_numbers(int), metavar="N,N,..",
+        parse=parse_sizes, metavar="N,N,..",
     ))
     min_scale: float | None = field(default=None, metadata=_flag(
         "smallest area fraction of the random-size crop", parse=float
@@ -224,30 +211,67 @@ def options() -> list[tuple[str, Option]]:
     return [(f.name, f.metadata["option"]) for f in fields(TrainConfig)]
 
 
+HINTS = typing.get_type_hints(TrainConfig)
+"""Each setting's type, read from :class:`TrainConfig`'s annotations: what a value from a
+``--config`` file or a Python keyword must be (:func:`check_keys`)."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}..." if len(text) > 63 else text
+
+
+def check_value(name: str, value: Any, where: str) -> Any:
+    """``value`` checked against setting ``name``'s type (:data:`HINTS`), else a one-line error
+    naming ``where``, the key, the value and the type due."""
+    try:
+        return converted(value, HINTS[name])
+    except TypeMismatch:
+        raise UserError(
+            f"{where}: {name} must be {describe_type(HINTS[name])}, got {_shown(value)} "
+            f"({type(value).__name__})"
+        ) from None
+
+
 def check_keys(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``values`` with ``-`` in keys read as ``_``; unknown settings fail, naming the known."""
+    """``values`` with ``-`` in keys read as ``_`` and each value checked against its setting's
+    type (:func:`check_value`); unknown settings fail, naming the known."""
     cleaned = {str(key).replace("-", "_"): value for key, value in values.items()}
     unknown = sorted(set(cleaned) - set(SETTINGS))
     if unknown:
         raise UserError(
             f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(SETTINGS)}"
         )
-    return cleaned
+    return {key: check_value(key, value, where) for key, value in cleaned.items()}
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Settings from a YAML ``--config`` file (keys as in :class:`TrainConfig`, ``-`` or ``_``)."""
+    """Settings from a YAML ``--config`` file (keys as in :class:`TrainConfig`, ``-`` or ``_``;
+    values of the fields' types; at most :data:`MAX_CONFIG_BYTES`, no anchors or aliases)."""
     path = Path(path)
+    where = f"--config {path}"
+    if path.is_dir():
+        raise UserError(f"{where}: is a folder; name the YAML file of settings")
     if not path.is_file():
-        raise FileNotFoundError(f"--config {path}: no such file")
+        raise FileNotFoundError(f"{where}: no such file")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise UserError(f"--config {path}: not valid YAML ({error})".replace("\n", " ")) from None
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as error:
+        raise UserError(f"{where}: cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UserError(f"{where}: larger than {MAX_CONFIG_BYTES:,} bytes; settings are short")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{where}: not valid YAML ({error})") from None
+    values = load_yaml(text, where)
+    if values is None:
+        values = {}
     if not isinstance(values, dict):
         kind = type(values).__name__
-        raise UserError(f"--config {path}: expected a mapping of settings, got a {kind}")
-    return check_keys(values, f"--config {path}")
+        raise UserError(f"{where}: expected a mapping of settings, got a {kind}")
+    return check_keys(values, where)
 
 
 def layer(
@@ -263,8 +287,11 @@ def layer(
         values["out"] = resumed_out
     if config_file is not None:
         values.update(load_config_file(config_file))
-    values.update(check_keys(overrides, "train"))
+    values.update(check_keys(overrides, "sknet.train"))
     return TrainConfig(**values)
+
+
+SIZES = f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} pixels"
 
 
 def resolve(
@@ -305,7 +332,14 @@ def resolve(
                 not all(0 < m <= 1 for m in resolved.lr_milestones),
                 "lr milestones are fractions of the run, in (0, 1]",
             ),
-            (resolved.input_size < 8, f"input size must be >= 8, got {resolved.input_size}"),
+            (
+                not MIN_INPUT_SIZE <= resolved.input_size <= MAX_INPUT_SIZE,
+                f"input size must be in {SIZES}, got {resolved.input_size}",
+            ),
+            (
+                not all(MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE for size in resolved.eval_sizes),
+                f"eval sizes must be in {SIZES}, got {resolved.eval_sizes}",
+            ),
             (not 0 < resolved.min_scale <= 1, "min scale must be in (0, 1]"),
             (resolved.amp_dtype not in ("bf16", "fp16"), "amp dtype must be bf16 or fp16"),
             (resolved.save_every < 0, "save-every must be >= 0"),

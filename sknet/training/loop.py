@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sknet.atomic import check_writable
 from sknet.data import Source, open_data
 from sknet.devices import (
     Processes,
@@ -399,6 +400,7 @@ def train(
     )
     if state is not None:
         check_resumable(state["config"], config)
+    check_writable(config.out, "--out", folder=True)
     source = open_data(config.data, strict=config.strict)
     config = replace(config, data=source.spec)  # canonical, a folder's path absolute
     start = None
