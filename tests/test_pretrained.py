@@ -134,7 +134,7 @@ def test_a_failed_write_keeps_the_previous_file(model, tmp_path, monkeypatch):
         sknet.save_pretrained(model, tmp_path / "w")
     assert weights.read_bytes() == before
     files = sorted(path.name for path in (tmp_path / "w").iterdir())
-    assert files == ["config.json", "model.safetensors"]
+    assert files == ["README.md", "config.json", "model.safetensors"]
 
 
 def test_save_needs_a_registered_model(tmp_path):
@@ -267,7 +267,7 @@ def test_a_full_disk_keeps_the_previous_weights_and_says_so(model, tmp_path, mon
     assert f"while writing {weights}; the previous model.safetensors is intact" in message
     assert weights.read_bytes() == before
     assert sorted(path.name for path in (tmp_path / "w").iterdir()) == [
-        "config.json", "model.safetensors"
+        "README.md", "config.json", "model.safetensors"
     ]
     with pytest.raises(UserError, match=f"nothing was written to {tmp_path / 'new'}"):
         sknet.save_pretrained(model, tmp_path / "new.safetensors")
