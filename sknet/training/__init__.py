@@ -12,7 +12,8 @@
 
 Modules by job: :mod:`~sknet.training.recipe` (the defaults), :mod:`~sknet.training.config` (the
 one settings dataclass), :mod:`~sknet.training.checkpoint` (resume state),
-:mod:`~sknet.training.reports` (files for people) and :mod:`~sknet.training.loop` (the run).
+:mod:`~sknet.training.reports` (files for people), :mod:`~sknet.training.sync_bn`
+(``--sync-bn`` on any device) and :mod:`~sknet.training.loop` (the run).
 Evaluation of trained weights is :mod:`sknet.evaluation`.
 """
 

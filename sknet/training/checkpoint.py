@@ -139,6 +139,10 @@ def resume_changes(state: Mapping[str, Any], config: ResolvedConfig, world_size:
     saved = int(state["world_size"])
     if saved != world_size:
         changes.append(f"{world_size} process(es) where {saved} saved it")
+    synced = bool(state["config"].get("sync_bn", False))
+    if synced != config.sync_bn:
+        changes.append(f"--sync-bn {'on' if config.sync_bn else 'off'} where the run had it "
+                       f"{'on' if synced else 'off'}")
     return changes
 
 

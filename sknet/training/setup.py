@@ -25,6 +25,7 @@ from sknet.models.registry import get_entry
 from sknet.preprocessing import Preprocessing, resolve_preprocessing
 from sknet.record import ModelRecord
 from sknet.training.config import ResolvedConfig
+from sknet.training.sync_bn import convert_sync_bn
 from sknet.training.transfer import Start, adapt
 
 
@@ -70,7 +71,8 @@ def prepare_model(
     """The network to train, on its device, its preprocessing, and what the log should say.
 
     From ``state`` (a resumed ``last.pt``: its record and weights), from ``start`` (fine-tuning)
-    or new (He initialisation under the run's seed).
+    or new (He initialisation under the run's seed). With ``--sync-bn`` on several processes,
+    its BatchNorms normalise over the global batch.
     """
     kwargs = dict(config.model_kwargs)
     entry = get_entry(config.model)
@@ -100,9 +102,11 @@ def prepare_model(
         extra={"dataset": config.data, "eval_sizes": list(config.eval_sizes)},
     )
     if config.sync_bn and processes.world_size > 1:
-        if processes.device.type != "cuda":
-            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if processes.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # nn.SyncBatchNorm runs on GPUs only
+            model = convert_sync_bn(model)
+        notes.append(f"--sync-bn: BatchNorm statistics over all {processes.world_size} processes")
     model.to(processes.device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
