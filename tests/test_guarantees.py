@@ -1,11 +1,14 @@
-"""``--sync-bn`` on CPU processes: BatchNorm over the global batch under torchrun (gloo).
+"""What a run guarantees beyond exact resume: one run per output folder (the lock), resume only
+into its own run's folder and onto its own data, and ``--sync-bn`` on CPU processes.
 
 Runs use the 21k-parameter ``sknet_digits`` variant of ``tiny.py`` at 8x8 on one thread.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,10 @@ import pytest
 import torch
 from tiny import TINY
 
+from sknet.cli import main
 from sknet.training import train
+from sknet.training.run_folder import claim, run_id_of
+from sknet.training.run_lock import FolderInUse, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = "{cardinality: 2, base_width: 4, base_out: 16, stem_channels: 8, " \
@@ -29,8 +35,120 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+def _cli(capsys, *argv):
+    status = main([str(arg) for arg in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    return status, err
+
+
 def _state(out):
     return torch.load(Path(out) / "last.pt", weights_only=True)
+
+
+def _files(out):
+    return {path.name: path.read_bytes() for path in Path(out).iterdir() if path.is_file()}
+
+
+# -- one run per folder ---------------------------------------------------------------------
+
+HOLD = (
+    "import sys, time\n"
+    "from sknet.training.run_lock import RunLock\n"
+    "RunLock(sys.argv[1]).acquire('sknet train --out ' + sys.argv[1])\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(600)\n"
+)
+
+
+def test_the_lock_refuses_a_second_holder_and_cleans_up(tmp_path):
+    out = tmp_path / "run"
+    first = RunLock(out)
+    first.acquire("first --out x")
+    with pytest.raises(FolderInUse, match=rf"in use by another run \(pid {os.getpid()}: first"):
+        RunLock(out).acquire("second")
+    first.release()
+    assert not out.exists()  # made by the lock, left empty: removed
+    again = RunLock(out)
+    again.acquire("third")
+    again.release()
+
+
+def test_a_run_into_a_folder_in_use_is_refused_until_its_holder_dies(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], env=_env(),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        status, err = _cli(capsys, "train", "--out", out, "--epochs", "1", *TINY_FLAGS)
+        assert status == 2 and len(err) == 1, err
+        assert err[0].startswith(f"sknet train: error: {out} is in use by another run "
+                                 f"(pid {holder.pid}: sknet train --out {out})")
+        assert sorted(_files(out)) == [".lock"]  # nothing of ours written
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder was killed: its lock died with it, and the stale file is taken over.
+    status, err = _cli(capsys, "train", "--out", out, "--epochs", "1", *TINY_FLAGS)
+    assert status == 0, err
+    assert (out / "last.pt").exists() and not (out / ".lock").exists()
+
+
+# -- resume only into its own run, onto its own data ----------------------------------------
+
+
+def test_resume_never_writes_over_another_run(tmp_path, capsys):
+    first, other, new = tmp_path / "first", tmp_path / "other", tmp_path / "new"
+    train(out=str(first), model_kwargs=TINY, input_size=8, epochs=1)
+    train(out=str(other), model_kwargs=TINY, input_size=8, epochs=1, seed=1)
+    run_id = _state(first)["run_id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", run_id) and run_id != _state(other)["run_id"]
+    for name in ("last.pt", "summary.json", "config.yaml"):
+        assert run_id_of(first / name) == run_id
+    before = _files(other)
+    capsys.readouterr()
+    status, err = _cli(capsys, "train", "--resume", first / "last.pt", "--out", other,
+                       "--epochs", "2")
+    assert status == 2 and len(err) == 1, err
+    assert f"--out {other} holds another run (last.pt: run {_state(other)['run_id']})" in err[0]
+    assert _files(other) == before
+
+    # Into an empty folder, the run continues there, under its own id, and says so.
+    status, err = _cli(capsys, "train", "--resume", first / "last.pt", "--out", new,
+                       "--epochs", "2")
+    assert status == 0
+    assert f"the run of {first / 'last.pt'} continues in {new}" in "\n".join(err)
+    assert _state(new)["run_id"] == run_id and _state(new)["epoch"] == 2
+    assert json.loads((new / "summary.json").read_text())["run_id"] == run_id
+    assert claim(new, run_id, first / "last.pt")  # its own files: allowed again
+    with pytest.raises(ValueError, match="holds another run"):
+        claim(new, None, first / "last.pt")  # a checkpoint without an id owns nothing
+
+    # A new run refuses a folder with another run's results even without its last.pt.
+    (other / "last.pt").unlink()
+    status, err = _cli(capsys, "train", "--out", other, *TINY_FLAGS)
+    assert status == 2 and "holds the results of another run (summary.json" in err[-1]
+
+
+def test_resume_refuses_other_data(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(out=str(out), data="digits:0-4", model_kwargs=TINY, input_size=8, epochs=1)
+    before = _files(out)
+    checkpoint = out / "last.pt"
+    capsys.readouterr()
+    # The same number of classes, other names.
+    status, err = _cli(capsys, "train", "--resume", checkpoint, "--data", "digits:5-9")
+    assert status == 2 and len(err) == 1, err
+    assert "trained on 5 classes (0, 1, 2, ...) but --data digits:5-9 has 5 (5, 6, 7" in err[0]
+    # The same classes, split otherwise.
+    status, err = _cli(capsys, "train", "--resume", checkpoint, "--data", "digits:0-4:10",
+                       "--epochs", "2")
+    assert status == 2 and len(err) == 1, err
+    assert err[0] == (
+        "sknet train: error: --resume: the run was trained on --data digits:0-4, not "
+        "digits:0-4:10; resume on the same --data, or fine-tune from it: --pretrained "
+        f"{checkpoint} --out NEW"
+    )
+    assert _files(out) == before
 
 
 # -- --sync-bn on CPU processes -----------------------------------------------------------

@@ -12,7 +12,9 @@
 
 Modules by job: :mod:`~sknet.training.recipe` (the defaults), :mod:`~sknet.training.config` (the
 one settings dataclass), :mod:`~sknet.training.checkpoint` (resume state),
-:mod:`~sknet.training.reports` (files for people), :mod:`~sknet.training.sync_bn`
+:mod:`~sknet.training.reports` (files for people), :mod:`~sknet.training.run_lock` and
+:mod:`~sknet.training.run_folder` (one run per folder, resume only its own),
+:mod:`~sknet.training.sync_bn`
 (``--sync-bn`` on any device) and :mod:`~sknet.training.loop` (the run).
 Evaluation of trained weights is :mod:`sknet.evaluation`.
 """

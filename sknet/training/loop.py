@@ -48,6 +48,8 @@ from sknet.training.checkpoint import (
 )
 from sknet.training.config import ResolvedConfig, layer, lr_at, resolve
 from sknet.training.recipe import DEFAULT_MODELS
+from sknet.training.run_folder import claim_folder, new_run_id
+from sknet.training.run_lock import RunLock
 from sknet.training.setup import make_loaders, prepare_model
 from sknet.training.transfer import (
     Start,
@@ -74,6 +76,8 @@ class Trainer:
         state: the checkpoint to resume from, if any.
         command: the command line to record.
         start: the weights to fine-tune from (not on resume: the checkpoint holds the model).
+        run_id: the run's id (default: the checkpoint's, else a new one).
+        resumed_from: where ``state`` was read (for messages).
     """
 
     def __init__(
@@ -84,6 +88,9 @@ class Trainer:
         state: dict[str, Any] | None,
         command: str,
         start: Start | None = None,
+        *,
+        run_id: str | None = None,
+        resumed_from: str = "last.pt",
     ) -> None:
         self.config = config
         self.source = source
@@ -94,8 +101,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
+        self.run_id = run_id or (state or {}).get("run_id") or new_run_id()
         self.model, self.preprocessing, self.notes = prepare_model(
-            config, source, processes, state, start
+            config, source, processes, state, start, resumed_from
         )
         self.frozen = frozen_modules(self.model, config.freeze)
         if self.frozen:
@@ -169,11 +177,13 @@ class Trainer:
         )
         save_checkpoint(
             self.out / "last.pt", self.config, self.model, self.optimizer, self.scaler, saved, rng,
+            self.run_id,
         )
 
     def _write_reports(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
         summary = reports.summary(
-            self.config, self.model, self.progress, self.processes, self.command, final
+            self.config, self.model, self.progress, self.processes, self.command, final,
+            self.run_id,
         )
         if self.processes.main:
             reports.write(self.out, self.progress, summary)
@@ -311,7 +321,7 @@ class Trainer:
             self.config.tensorboard and self.processes.main
         ) else None
         if self.processes.main:
-            reports.write_settings(self.out, self.config)
+            reports.write_settings(self.out, self.config, self.run_id)
             if self.source.skipped:
                 self.log(f"left out {len(self.source.skipped)} file(s) that are not images or are "
                          f"empty, e.g. {self.source.skipped[0].path}; list in "
@@ -409,19 +419,21 @@ def train(
     model = config.model or DEFAULT_MODELS[source.kind]
     get_entry(model)  # an unknown name fails here, with suggestions
     config = resolve(config, source.kind, model, source.train_size)
-    out = Path(config.out)
-    if state is None and (out / "last.pt").exists():
-        raise UserError(
-            f"{out} already holds a run (last.pt); continue it with --resume {out / 'last.pt'} "
-            "or choose another --out"
-        )
-    processes = setup_processes(config.device)
     if command is None:
         shown = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
         command = f"sknet.train({shown})"
+    processes = setup_processes(config.device)
+    lock = RunLock(config.out)  # one run per folder, held until the run ends
     benchmark = torch.backends.cudnn.benchmark  # the Trainer sets it on CUDA
     try:
-        return Trainer(config, source, processes, state, command, start).fit()
+        run_id = None if state is None else state.get("run_id")
+        checkpoint = None if resume is None else Path(resume)
+        notes = claim_folder(lock, command, run_id, checkpoint, processes)
+        trainer = Trainer(config, source, processes, state, command, start, run_id=run_id,
+                          resumed_from=str(resume))
+        trainer.notes += notes
+        return trainer.fit()
     finally:
+        lock.release()
         torch.backends.cudnn.benchmark = benchmark
         teardown_processes(processes)

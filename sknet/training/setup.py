@@ -24,6 +24,7 @@ from sknet.models.factory import build, from_record
 from sknet.models.registry import get_entry
 from sknet.preprocessing import Preprocessing, resolve_preprocessing
 from sknet.record import ModelRecord
+from sknet.training.checkpoint import same_data
 from sknet.training.config import ResolvedConfig
 from sknet.training.sync_bn import convert_sync_bn
 from sknet.training.transfer import Start, adapt
@@ -41,9 +42,12 @@ def run_preprocessing(
 
 
 def _check_resumed(
-    record: ModelRecord, config: ResolvedConfig, source: Source, kwargs: dict[str, Any]
+    state: dict[str, Any], config: ResolvedConfig, source: Source, kwargs: dict[str, Any],
+    checkpoint: str,
 ) -> None:
-    """A checkpoint resumes only on the data and network it was trained with."""
+    """A checkpoint resumes only on the data (classes and split) and network it was trained
+    with."""
+    record: ModelRecord = state["record"]
     if not record.classes_fit(source.class_names):
         raise UserError(
             f"--resume: the checkpoint was trained on {record.num_classes} classes "
@@ -59,6 +63,13 @@ def _check_resumed(
             f"not {config.model!r} {kwargs or ''}; resume with the same --model, "
             "--model-kwargs and --data, or start a new --out"
         )
+    # The same classes split otherwise (digits:0-4:10 after digits:0-4) is another run too.
+    before = state["config"].get("data")
+    if before is not None and not same_data(str(before), config.data):
+        raise UserError(
+            f"--resume: the run was trained on --data {before}, not {config.data}; resume on "
+            f"the same --data, or fine-tune from it: --pretrained {checkpoint} --out NEW"
+        )
 
 
 def prepare_model(
@@ -67,12 +78,13 @@ def prepare_model(
     processes: Processes,
     state: dict[str, Any] | None,
     start: Start | None,
+    resumed_from: str = "last.pt",
 ) -> tuple[nn.Module, Preprocessing, list[str]]:
     """The network to train, on its device, its preprocessing, and what the log should say.
 
-    From ``state`` (a resumed ``last.pt``: its record and weights), from ``start`` (fine-tuning)
-    or new (He initialisation under the run's seed). With ``--sync-bn`` on several processes,
-    its BatchNorms normalise over the global batch.
+    From ``state`` (a resumed ``last.pt``, read from ``resumed_from``: its record and weights),
+    from ``start`` (fine-tuning) or new (He initialisation under the run's seed). With
+    ``--sync-bn`` on several processes, its BatchNorms normalise over the global batch.
     """
     kwargs = dict(config.model_kwargs)
     entry = get_entry(config.model)
@@ -80,7 +92,7 @@ def prepare_model(
         kwargs["in_chans"] = source.channels
     notes: list[str] = []
     if state is not None:
-        _check_resumed(state["record"], config, source, kwargs)
+        _check_resumed(state, config, source, kwargs, resumed_from)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
