@@ -1,5 +1,6 @@
 """What a run guarantees beyond exact resume: one run per output folder (the lock), resume only
-into its own run's folder and onto its own data, and ``--sync-bn`` on CPU processes.
+into its own run's folder and onto its own data, SIGTERM/SIGINT stop with a resumable checkpoint
+(alone and under torchrun), and ``--sync-bn`` on CPU processes.
 
 Runs use the 21k-parameter ``sknet_digits`` variant of ``tiny.py`` at 8x8 on one thread.
 """
@@ -9,8 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from sknet.cli import main
 from sknet.training import train
 from sknet.training.run_folder import claim, run_id_of
 from sknet.training.run_lock import FolderInUse, RunLock
+from sknet.training.signals import StopSignals
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = "{cardinality: 2, base_width: 4, base_out: 16, stem_channels: 8, " \
@@ -45,8 +50,21 @@ def _state(out):
     return torch.load(Path(out) / "last.pt", weights_only=True)
 
 
+def _same(first, second):
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def _files(out):
     return {path.name: path.read_bytes() for path in Path(out).iterdir() if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted two-epoch run, as the interrupted ones below are launched."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reference") / "run"
+    train(out=str(out), model_kwargs=TINY, input_size=8, epochs=2, save_every=3)
+    return out
 
 
 # -- one run per folder ---------------------------------------------------------------------
@@ -149,6 +167,117 @@ def test_resume_refuses_other_data(tmp_path, capsys):
         f"{checkpoint} --out NEW"
     )
     assert _files(out) == before
+
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+def test_stop_signals_raise_a_flag_once_then_give_the_signal_back():
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupt = signal.getsignal(signal.SIGINT)
+    stop = StopSignals()
+    with stop:
+        assert signal.getsignal(signal.SIGTERM) == stop._handle
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # Python runs the handler between bytecodes
+        assert stop.received == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == previous  # a second one acts at once
+    assert signal.getsignal(signal.SIGINT) == interrupt
+    result = []
+
+    def elsewhere():
+        with StopSignals():
+            result.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=elsewhere)
+    thread.start()
+    thread.join()
+    assert result == [interrupt]  # only the main thread installs handlers
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell's child ignores it
+
+
+def _wait_for(path, process, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+STOPPED = re.compile(
+    r"stopped by (SIG\w+) (?:at epoch (\d+), step (\d+) of 22|after epoch (\d+) of 2); saved "
+    r"(\S+); resume with: sknet train --resume (\S+)( \(launched by torchrun as before\))?"
+)
+
+
+def _where(line):
+    """(epoch, step) of last.pt that a stop message states."""
+    match = STOPPED.fullmatch(line)
+    assert match, line
+    if match[2]:
+        return int(match[2]) - 1, int(match[3])
+    return int(match[4]), 0
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_at_a_step_with_a_resumable_checkpoint(reference, tmp_path, signum,
+                                                                status):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "sknet", "train", "--out", str(out), "--epochs", "2",
+               "--save-every", "3", *TINY_FLAGS]
+    process = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_default_sigint)
+    _wait_for(out / "last.pt", process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == status, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by {signal.Signals(signum).name} ")
+    assert last.endswith(f"; saved {out / 'last.pt'}; resume with: sknet train --resume "
+                         f"{out / 'last.pt'}")
+    state = _state(out)
+    assert (state["epoch"], state["step"]) == _where(last) and state["epoch"] < 2
+    assert not (out / ".lock").exists()
+    train(resume=out / "last.pt")
+    assert _same(_state(out)["model"], _state(reference)["model"])
+
+
+def _child(parent, rank):
+    """The pid of torchrun's worker of ``rank``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[1]) == parent and f"RANK={rank}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def test_a_signal_to_one_torchrun_process_stops_all_at_the_same_step(tmp_path):
+    """SIGTERM reaches rank 1 alone: rank 0 stops at the same step (else the run would hang in
+    a collective), writes last.pt and says how to resume; both exit 143."""
+    out = tmp_path / "ddp"
+    command = [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "sknet", "train",
+               "--out", str(out), "--epochs", "2", "--save-every", "3", "--device", "cpu",
+               *TINY_FLAGS]
+    process = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    _wait_for(out / "last.pt", process, 300)
+    worker = _child(process.pid, 1)
+    assert worker is not None, "no rank-1 worker found"
+    os.kill(worker, signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode != 0
+    lines = [line for line in err.splitlines() if line.startswith("stopped by")]
+    assert len(lines) == 1, err[-3000:]  # rank 0 alone logs
+    assert lines[0].startswith("stopped by SIGTERM ")
+    assert lines[0].endswith("(launched by torchrun as before)")
+    state = _state(out)
+    assert (state["epoch"], state["step"]) == _where(lines[0]) and state["world_size"] == 2
 
 
 # -- --sync-bn on CPU processes -----------------------------------------------------------

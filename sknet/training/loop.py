@@ -51,6 +51,7 @@ from sknet.training.recipe import DEFAULT_MODELS
 from sknet.training.run_folder import claim_folder, new_run_id
 from sknet.training.run_lock import RunLock
 from sknet.training.setup import make_loaders, prepare_model
+from sknet.training.signals import RunStopped, StopSignals, stop_message
 from sknet.training.transfer import (
     Start,
     freeze,
@@ -102,6 +103,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
         self.run_id = run_id or (state or {}).get("run_id") or new_run_id()
+        self.stop = StopSignals()
         self.model, self.preprocessing, self.notes = prepare_model(
             config, source, processes, state, start, resumed_from
         )
@@ -266,16 +268,22 @@ class Trainer:
                 state.step += 1
                 progress.update()
                 saving = config.save_every and state.step % config.save_every == 0
+                mid_epoch = state.step < self.loaders.sampler.steps_per_epoch
+                stopping = self._stop_requested(state.step) if mid_epoch else None
                 if state.step % 10 == 0 or saving:
                     elapsed = seconds + time.perf_counter() - started
                     mean = loss_sum.item() / max(images_done / self.processes.world_size, 1)
                     progress.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_done / elapsed:.0f}")
                     self._check_finite(mean, "the training loss")
-                if saving and state.step < self.loaders.sampler.steps_per_epoch:
+                if (saving or stopping) and mid_epoch:
                     state.epoch_sums = [
                         loss_sum.item(), images_done, seconds + time.perf_counter() - started
                     ]
                     self._checkpoint()
+                if stopping:
+                    steps = self.loaders.sampler.steps_per_epoch
+                    self._stopped(stopping, f"at epoch {state.epoch + 1}, step {state.step} of "
+                                            f"{steps}")
         seconds += time.perf_counter() - started
         peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
         # Validate with rank 0's BatchNorm statistics: the error is then that of the saved weights.
@@ -337,12 +345,19 @@ class Trainer:
                 f"{self.config.batch_size}, lr {self.config.lr:g}, {self.processes.world_size} "
                 f"process(es) on {self.device}; writing to {self.out}"
             )
-        while self.progress.epoch < self.config.epochs:
-            self._train_epoch()
+        try:
+            with self.stop:  # SIGTERM, SIGINT: stop at the next step boundary, resumable
+                while self.progress.epoch < self.config.epochs:
+                    self._train_epoch()
+                    if writer is not None:
+                        reports.log_scalars(writer, self.progress.history[-1])
+                    stopping = self.stop.agreed(self.processes)
+                    if stopping:
+                        self._stopped(stopping, f"after epoch {self.progress.epoch} of "
+                                                f"{self.config.epochs}")
+        finally:
             if writer is not None:
-                reports.log_scalars(writer, self.progress.history[-1])
-        if writer is not None:
-            writer.close()
+                writer.close()
         summary = self._write_reports({"eval": self._final_eval()})
         if self.processes.main:
             self.log(
@@ -350,6 +365,19 @@ class Trainer:
                 f"top-5 err {summary['top5_err']:.2f}% ({self.out / 'best.safetensors'})"
             )
         return summary
+
+    def _stop_requested(self, step: int) -> int | None:
+        """The signal that stops every process after ``step`` (mid-epoch; the epoch's last step
+        stops after the epoch-end checkpoint: :meth:`fit`). Agreed every step, or on GPUs,
+        where it would make the host wait for the device, every 10 steps with the loss check."""
+        every = 10 if self.processes.world_size > 1 and self.device.type != "cpu" else 1
+        return self.stop.agreed(self.processes) if step % every == 0 else None
+
+    def _stopped(self, signum: int, where: str) -> None:
+        """End the run on a signal, ``last.pt`` just written: say how to resume."""
+        message = stop_message(signum, where, str(self.out / "last.pt"), self.processes)
+        self.log(message)
+        raise RunStopped(message, signum)
 
     def _final_eval(self) -> dict[str, dict[str, float]]:
         """The best weights at each evaluation size (the training size reuses the best epoch)."""
