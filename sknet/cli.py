@@ -25,7 +25,7 @@ from sknet.models import create_model, list_models, load_pretrained, model_card
 from sknet.models.locate import WEIGHTS_HELP
 from sknet.predict import format_prediction, predict
 from sknet.profiling import format_derivations, format_table, report
-from sknet.training import train
+from sknet.training import RunStopped, train
 from sknet.training.config import options
 from sknet.training.parsing import parse_size, parse_sizes
 
@@ -79,10 +79,13 @@ _NOT_SETTINGS = ("debug", "command", "func", "config", "resume", "argv")
 
 def _train(args: argparse.Namespace) -> int:
     settings = {key: value for key, value in vars(args).items() if key not in _NOT_SETTINGS}
-    train(
-        config_file=args.config, resume=args.resume, command=format_command(args.argv),
-        **settings,
-    )
+    try:
+        train(
+            config_file=args.config, resume=args.resume, command=format_command(args.argv),
+            **settings,
+        )
+    except RunStopped as stopped:  # the run saved last.pt and said how to resume
+        return stopped.status  # 143 (SIGTERM) or 130 (SIGINT), as if killed by it
     return 0
 
 

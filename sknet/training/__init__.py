@@ -12,18 +12,23 @@
 
 Modules by job: :mod:`~sknet.training.recipe` (the defaults), :mod:`~sknet.training.config` (the
 one settings dataclass), :mod:`~sknet.training.checkpoint` (resume state),
-:mod:`~sknet.training.reports` (files for people) and :mod:`~sknet.training.loop` (the run).
+:mod:`~sknet.training.reports` (files for people), :mod:`~sknet.training.run_lock` and
+:mod:`~sknet.training.run_folder` (one run per folder, resume only its own),
+:mod:`~sknet.training.signals` (SIGTERM/SIGINT: stop resumably), :mod:`~sknet.training.sync_bn`
+(``--sync-bn`` on any device) and :mod:`~sknet.training.loop` (the run).
 Evaluation of trained weights is :mod:`sknet.evaluation`.
 """
 
 from sknet.training.config import TrainConfig, load_config_file, lr_at, resolve
 from sknet.training.loop import Trainer, TrainingDiverged, train
 from sknet.training.recipe import DEFAULT_MODELS, RECIPES, Recipe, milestone_epochs, recipe_for
+from sknet.training.signals import RunStopped
 
 __all__ = [
     "DEFAULT_MODELS",
     "RECIPES",
     "Recipe",
+    "RunStopped",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",

@@ -8,6 +8,7 @@ run (:class:`Progress`), every process's RNG states and the settings.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -91,10 +92,13 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     progress: Progress,
     rng: list[dict[str, Any]],
+    run_id: str | None = None,
 ) -> None:
     """Write ``last.pt`` atomically with ``model``'s record; ``rng`` holds every process's
-    :func:`rng_state` (their number is the run's ``world_size``)."""
+    :func:`rng_state` (their number is the run's ``world_size``), ``run_id`` the run's id
+    (:mod:`sknet.training.run_folder`)."""
     write_checkpoint(path, model_record(model), {
+        "run_id": run_id,
         "config": asdict(config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -114,6 +118,20 @@ def save_checkpoint(
 FIXED_ON_RESUME = {"freeze": None, "backbone_lr_scale": 1.0, "pretrained": None}
 """Settings that shape the optimizer's parameter groups or the network: a resumed run keeps the
 checkpoint's (the defaults stand for checkpoints written before the setting existed)."""
+
+
+def _data_key(spec: str) -> str:
+    """A ``--data`` spec with its path made absolute (``./x`` and ``x`` name one folder)."""
+    scheme, separator, rest = spec.partition(":")
+    if separator and scheme in ("cifar10", "cifar100"):
+        return f"{scheme}:{os.path.abspath(rest)}"
+    return os.path.abspath(spec) if os.sep in spec or spec.startswith(".") else spec
+
+
+def same_data(before: str, now: str) -> bool:
+    """Whether two ``--data`` specs name the same dataset and split (the same spec, paths
+    compared as absolute paths)."""
+    return _data_key(before) == _data_key(now)
 
 
 def check_resumable(saved: Mapping[str, Any], config: TrainConfig) -> None:
@@ -139,6 +157,10 @@ def resume_changes(state: Mapping[str, Any], config: ResolvedConfig, world_size:
     saved = int(state["world_size"])
     if saved != world_size:
         changes.append(f"{world_size} process(es) where {saved} saved it")
+    synced = bool(state["config"].get("sync_bn", False))
+    if synced != config.sync_bn:
+        changes.append(f"--sync-bn {'on' if config.sync_bn else 'off'} where the run had it "
+                       f"{'on' if synced else 'off'}")
     return changes
 
 

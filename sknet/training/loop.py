@@ -49,7 +49,10 @@ from sknet.training.checkpoint import (
 )
 from sknet.training.config import ResolvedConfig, layer, lr_at, resolve
 from sknet.training.recipe import DEFAULT_MODELS
+from sknet.training.run_folder import claim_folder, new_run_id
+from sknet.training.run_lock import RunLock
 from sknet.training.setup import make_loaders, prepare_model
+from sknet.training.signals import RunStopped, StopSignals, stop_message
 from sknet.training.transfer import (
     Start,
     freeze,
@@ -75,6 +78,8 @@ class Trainer:
         state: the checkpoint to resume from, if any.
         command: the command line to record.
         start: the weights to fine-tune from (not on resume: the checkpoint holds the model).
+        run_id: the run's id (default: the checkpoint's, else a new one).
+        resumed_from: where ``state`` was read (for messages).
     """
 
     def __init__(
@@ -85,6 +90,9 @@ class Trainer:
         state: dict[str, Any] | None,
         command: str,
         start: Start | None = None,
+        *,
+        run_id: str | None = None,
+        resumed_from: str = "last.pt",
     ) -> None:
         self.config = config
         self.source = source
@@ -95,8 +103,10 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input sizes: autotune the convolutions
 
+        self.run_id = run_id or (state or {}).get("run_id") or new_run_id()
+        self.stop = StopSignals()
         self.model, self.preprocessing, self.notes = prepare_model(
-            config, source, processes, state, start, command
+            config, source, processes, state, start, command, resumed_from
         )
         self.frozen = frozen_modules(self.model, config.freeze)
         if self.frozen:
@@ -170,11 +180,13 @@ class Trainer:
         )
         save_checkpoint(
             self.out / "last.pt", self.config, self.model, self.optimizer, self.scaler, saved, rng,
+            self.run_id,
         )
 
     def _write_reports(self, final: dict[str, Any] | None = None) -> dict[str, Any]:
         summary = reports.summary(
-            self.config, self.model, self.progress, self.processes, self.command, final
+            self.config, self.model, self.progress, self.processes, self.command, final,
+            self.run_id,
         )
         if self.processes.main:
             reports.write(self.out, self.progress, summary)
@@ -257,16 +269,22 @@ class Trainer:
                 state.step += 1
                 progress.update()
                 saving = config.save_every and state.step % config.save_every == 0
+                mid_epoch = state.step < self.loaders.sampler.steps_per_epoch
+                stopping = self._stop_requested(state.step) if mid_epoch else None
                 if state.step % 10 == 0 or saving:
                     elapsed = seconds + time.perf_counter() - started
                     mean = loss_sum.item() / max(images_done / self.processes.world_size, 1)
                     progress.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_done / elapsed:.0f}")
                     self._check_finite(mean, "the training loss")
-                if saving and state.step < self.loaders.sampler.steps_per_epoch:
+                if (saving or stopping) and mid_epoch:
                     state.epoch_sums = [
                         loss_sum.item(), images_done, seconds + time.perf_counter() - started
                     ]
                     self._checkpoint()
+                if stopping:
+                    steps = self.loaders.sampler.steps_per_epoch
+                    self._stopped(stopping, f"at epoch {state.epoch + 1}, step {state.step} of "
+                                            f"{steps}")
         seconds += time.perf_counter() - started
         peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20 if cuda else None
         # Validate with rank 0's BatchNorm statistics: the error is then that of the saved weights.
@@ -312,7 +330,7 @@ class Trainer:
             self.config.tensorboard and self.processes.main
         ) else None
         if self.processes.main:
-            reports.write_settings(self.out, self.config)
+            reports.write_settings(self.out, self.config, self.run_id)
             if self.source.skipped:
                 self.log(f"left out {len(self.source.skipped)} file(s) that are not images or are "
                          f"empty, e.g. {self.source.skipped[0].path}; list in "
@@ -328,12 +346,19 @@ class Trainer:
                 f"{self.config.batch_size}, lr {self.config.lr:g}, {self.processes.world_size} "
                 f"process(es) on {self.device}; writing to {self.out}"
             )
-        while self.progress.epoch < self.config.epochs:
-            self._train_epoch()
+        try:
+            with self.stop:  # SIGTERM, SIGINT: stop at the next step boundary, resumable
+                while self.progress.epoch < self.config.epochs:
+                    self._train_epoch()
+                    if writer is not None:
+                        reports.log_scalars(writer, self.progress.history[-1])
+                    stopping = self.stop.agreed(self.processes)
+                    if stopping:
+                        self._stopped(stopping, f"after epoch {self.progress.epoch} of "
+                                                f"{self.config.epochs}")
+        finally:
             if writer is not None:
-                reports.log_scalars(writer, self.progress.history[-1])
-        if writer is not None:
-            writer.close()
+                writer.close()
         summary = self._write_reports({"eval": self._final_eval()})
         if self.processes.main:
             self.log(
@@ -341,6 +366,19 @@ class Trainer:
                 f"top-5 err {summary['top5_err']:.2f}% ({self.out / 'best.safetensors'})"
             )
         return summary
+
+    def _stop_requested(self, step: int) -> int | None:
+        """The signal that stops every process after ``step`` (mid-epoch; the epoch's last step
+        stops after the epoch-end checkpoint: :meth:`fit`). Agreed every step, or on GPUs,
+        where it would make the host wait for the device, every 10 steps with the loss check."""
+        every = 10 if self.processes.world_size > 1 and self.device.type != "cpu" else 1
+        return self.stop.agreed(self.processes) if step % every == 0 else None
+
+    def _stopped(self, signum: int, where: str) -> None:
+        """End the run on a signal, ``last.pt`` just written: say how to resume."""
+        message = stop_message(signum, where, str(self.out / "last.pt"), self.processes)
+        self.log(message)
+        raise RunStopped(message, signum)
 
     def _final_eval(self) -> dict[str, dict[str, float]]:
         """The best weights at each evaluation size (the training size reuses the best epoch)."""
@@ -412,19 +450,21 @@ def train(
     model = config.model or DEFAULT_MODELS[source.kind]
     get_entry(model)  # an unknown name fails here, with suggestions
     config = resolve(config, source.kind, model, source.train_size)
-    out = Path(config.out)
-    if state is None and (out / "last.pt").exists():
-        raise UserError(
-            f"{out} already holds a run (last.pt); continue it with --resume {out / 'last.pt'} "
-            "or choose another --out"
-        )
-    processes = setup_processes(config.device)
     if command is None:
         shown = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
         command = f"sknet.train({shown})"
+    processes = setup_processes(config.device)
+    lock = RunLock(config.out)  # one run per folder, held until the run ends
     benchmark = torch.backends.cudnn.benchmark  # the Trainer sets it on CUDA
     try:
-        return Trainer(config, source, processes, state, command, start).fit()
+        run_id = None if state is None else state.get("run_id")
+        checkpoint = None if resume is None else Path(resume)
+        notes = claim_folder(lock, command, run_id, checkpoint, processes)
+        trainer = Trainer(config, source, processes, state, command, start, run_id=run_id,
+                          resumed_from=str(resume))
+        trainer.notes += notes
+        return trainer.fit()
     finally:
+        lock.release()
         torch.backends.cudnn.benchmark = benchmark
         teardown_processes(processes)

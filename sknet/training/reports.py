@@ -20,6 +20,7 @@ from sknet.devices import Processes
 from sknet.errors import UserError
 from sknet.training.checkpoint import Progress
 from sknet.training.config import ResolvedConfig
+from sknet.training.run_folder import CONFIG_HEADER
 
 METRICS = ["epoch", "lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s", "seconds"]
 """Columns of ``metrics.csv`` (and ``peak_mem_mib`` on CUDA)."""
@@ -47,9 +48,11 @@ def code_version() -> str:
     return version
 
 
-def write_settings(out: Path, config: ResolvedConfig) -> None:
-    """``config.yaml``: the resolved settings, a valid ``--config`` file."""
-    write_text(out / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
+def write_settings(out: Path, config: ResolvedConfig, run_id: str) -> None:
+    """``config.yaml``: the resolved settings, a valid ``--config`` file, under a comment that
+    names the run (:mod:`sknet.training.run_folder`)."""
+    header = CONFIG_HEADER.format(run_id=run_id)
+    write_text(out / "config.yaml", header + yaml.safe_dump(asdict(config), sort_keys=False))
 
 
 def summary(
@@ -59,13 +62,15 @@ def summary(
     processes: Processes,
     command: str,
     final: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """The run's summary: best and last errors, timings, where it ran; ``finished`` once the
-    final evaluation (``final``) is in."""
+    """The run's summary: best and last errors, timings, where it ran, the run's id;
+    ``finished`` once the final evaluation (``final``) is in."""
     best = progress.best or {}
     history = progress.history
     device = processes.device
     return {
+        "run_id": run_id,
         "command": command,
         "model": config.model,
         "model_kwargs": dict(model.record.kwargs),

@@ -24,8 +24,10 @@ from sknet.models.factory import build, from_record
 from sknet.models.registry import get_entry
 from sknet.preprocessing import Preprocessing, resolve_preprocessing
 from sknet.record import ModelRecord
+from sknet.training.checkpoint import same_data
 from sknet.training.config import ResolvedConfig
 from sknet.training.reports import code_version
+from sknet.training.sync_bn import convert_sync_bn
 from sknet.training.transfer import Start, adapt
 
 
@@ -41,9 +43,12 @@ def run_preprocessing(
 
 
 def _check_resumed(
-    record: ModelRecord, config: ResolvedConfig, source: Source, kwargs: dict[str, Any]
+    state: dict[str, Any], config: ResolvedConfig, source: Source, kwargs: dict[str, Any],
+    checkpoint: str,
 ) -> None:
-    """A checkpoint resumes only on the data and network it was trained with."""
+    """A checkpoint resumes only on the data (classes and split) and network it was trained
+    with."""
+    record: ModelRecord = state["record"]
     if not record.classes_fit(source.class_names):
         raise UserError(
             f"--resume: the checkpoint was trained on {record.num_classes} classes "
@@ -59,6 +64,13 @@ def _check_resumed(
             f"not {config.model!r} {kwargs or ''}; resume with the same --model, "
             "--model-kwargs and --data, or start a new --out"
         )
+    # The same classes split otherwise (digits:0-4:10 after digits:0-4) is another run too.
+    before = state["config"].get("data")
+    if before is not None and not same_data(str(before), config.data):
+        raise UserError(
+            f"--resume: the run was trained on --data {before}, not {config.data}; resume on "
+            f"the same --data, or fine-tune from it: --pretrained {checkpoint} --out NEW"
+        )
 
 
 def prepare_model(
@@ -68,12 +80,15 @@ def prepare_model(
     state: dict[str, Any] | None,
     start: Start | None,
     command: str,
+    resumed_from: str = "last.pt",
 ) -> tuple[nn.Module, Preprocessing, list[str]]:
     """The network to train, on its device, its preprocessing, and what the log should say.
 
-    From ``state`` (a resumed ``last.pt``: its record and weights), from ``start`` (fine-tuning)
-    or new (He initialisation under the run's seed). The record says where the weights come
-    from: the dataset, the evaluation sizes, ``command`` and the code's version.
+    From ``state`` (a resumed ``last.pt``, read from ``resumed_from``: its record and weights),
+    from ``start`` (fine-tuning) or new (He initialisation under the run's seed). The record says
+    where the weights come from: the dataset, the evaluation sizes, ``command`` and the code's
+    version. With ``--sync-bn`` on several processes, its BatchNorms normalise over the global
+    batch.
     """
     kwargs = dict(config.model_kwargs)
     entry = get_entry(config.model)
@@ -81,7 +96,7 @@ def prepare_model(
         kwargs["in_chans"] = source.channels
     notes: list[str] = []
     if state is not None:
-        _check_resumed(state["record"], config, source, kwargs)
+        _check_resumed(state, config, source, kwargs, resumed_from)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -106,9 +121,11 @@ def prepare_model(
         },
     )
     if config.sync_bn and processes.world_size > 1:
-        if processes.device.type != "cuda":
-            raise UserError("--sync-bn needs CUDA devices (SyncBatchNorm has no CPU kernel)")
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if processes.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # nn.SyncBatchNorm runs on GPUs only
+            model = convert_sync_bn(model)
+        notes.append(f"--sync-bn: BatchNorm statistics over all {processes.world_size} processes")
     model.to(processes.device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
