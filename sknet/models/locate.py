@@ -18,7 +18,13 @@ import torch
 
 from sknet.models.resume_file import checked, is_checkpoint
 from sknet.models.timm_weights import is_timm_source, plain_state, read_timm
-from sknet.models.weights_io import read_record, read_torch_file, read_weights, weight_paths
+from sknet.models.weights_io import (
+    check_tensors,
+    read_record,
+    read_torch_file,
+    read_weights,
+    weight_paths,
+)
 from sknet.record import ModelRecord
 
 RUN_FILES = ("best.safetensors", "model.safetensors", "last.pt")
@@ -58,6 +64,9 @@ def where(path: str | os.PathLike, flag: str) -> str:
 def locate(location: str | os.PathLike, flag: str = "") -> Found:
     """Identify the weights at ``location`` and read them (each file once).
 
+    What is read is checked once, here, for every entry point: tensors of a dtype that is no
+    weights' and NaN/Inf values are refused (:func:`~sknet.models.weights_io.check_tensors`).
+
     Args:
         location: see the module docstring.
         flag: the option ``location`` came from (e.g. ``--checkpoint``), for messages.
@@ -66,6 +75,12 @@ def locate(location: str | os.PathLike, flag: str = "") -> Found:
         FileNotFoundError: nothing loadable there.
         sknet.errors.UserError: unreadable, foreign or damaged files (one line).
     """
+    found = _read(location, flag)
+    check_tensors(found.state, where(found.path, flag))
+    return found
+
+
+def _read(location: str | os.PathLike, flag: str) -> Found:
     path = Path(location)
     if path.is_dir():
         found = [path / name for name in RUN_FILES if (path / name).exists()]
