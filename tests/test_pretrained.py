@@ -286,6 +286,39 @@ def test_half_precision_weights_load_with_a_note(model, tmp_path, caplog):
     assert torch.allclose(loaded(x), model(x), atol=0.05)
 
 
+class Executable:
+    """An arbitrary object: ``torch.load(weights_only=True)`` must refuse to rebuild it."""
+
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_pickled_object_is_refused_without_torchs_advice(model, tmp_path, capsys):
+    """On 2500fe3 a refused pickle was called "truncated or corrupt?" and torch's advice to load
+    it with ``weights_only=False`` (which runs its code) was repeated."""
+    from sknet.cli import main
+
+    path = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict(), "args": Executable()}, path)
+    with pytest.raises(ValueError, match=r"last\.pt: not a readable checkpoint: it holds Python "
+                                         r"objects \(\w*\.?print\) besides tensors") as error:
+        sknet.load_pretrained(path)
+    message = str(error.value)
+    assert "sknet never unpickles" in message and "torch.save(model.state_dict(), path)" in message
+    assert "weights_only" not in message and "corrupt" not in message and "\n" not in message
+    assert main(["eval", "--checkpoint", str(path), "--data", "digits"]) == 2
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert len(err) == 1 and "holds Python objects" in err[0] and "this ran" not in out
+
+    path.write_bytes(b"hello")  # a damaged file: torch's own reason, without the advice either
+    with pytest.raises(ValueError, match=r"not a readable checkpoint \(truncated or corrupt\?\)"):
+        sknet.load_pretrained(path)
+    with pytest.raises(ValueError) as error:
+        sknet.load_pretrained(path)
+    assert "weights_only" not in str(error.value)
+
+
 def test_a_last_pt_with_nan_weights_is_refused_on_resume(tiny_run, tmp_path, capsys):
     import shutil
 

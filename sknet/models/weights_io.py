@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -187,11 +188,27 @@ def read_torch_file(
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and EOF errors of a truncated or foreign file
-        text = str(error).strip()
-        first_line = text.splitlines()[0] if text else type(error).__name__
-        raise UserError(
-            f"{where}: not a readable {what} ({hint}): {first_line}"
-        ) from None
+        text = str(error)
+        refused = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+        if refused or "Unsupported global" in text:
+            held = f" ({refused.group(1)})" if refused else ""
+            raise UserError(
+                f"{where}: not a readable {what}: it holds Python objects{held} besides tensors, "
+                "which sknet never unpickles (unpickling can run code); save the weights as a "
+                "state dict of tensors (torch.save(model.state_dict(), path)) or as safetensors"
+            ) from None
+        raise UserError(f"{where}: not a readable {what} ({hint}): {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The first line of ``torch.load``'s error, without its advice to unpickle anyway."""
+    for line in str(error).splitlines():
+        line = line.replace("Weights only load failed.", "").strip()
+        if line and "weights_only" not in line and not line.startswith(
+            ("Please file an issue", "Check the documentation")
+        ):
+            return line
+    return type(error).__name__
 
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
