@@ -361,3 +361,24 @@ def test_eval_of_imported_weights_on_a_folder_checks_names_and_follows_their_pre
     sknet.save_pretrained(model, tmp_path / "named", class_names=["x", "y", "z"], preprocessing=odd)
     status, line = _cli(capsys, "eval", str(tmp_path / "named"), "--data", str(folder))
     assert status == 2 and "class names (x, y, z, ...) differ" in line
+
+
+def _folder_run(folder, out, *more):
+    return ["train", "--data", str(folder), "--out", str(out), "--model", "sknet_digits",
+            "--model-kwargs", TINY_YAML, "--input-size", "8", "--epochs", "1", *more]
+
+
+def test_a_folder_where_nothing_reads_fails_in_one_line_with_loader_workers(tmp_path, capsys):
+    """On 2500fe3 the error raised in a loader worker reached the user as a 14-line traceback."""
+    folder = make_image_folder(tmp_path / "images", per_class=3, val_per_class=1)
+    for path in (folder / "train").rglob("*.*"):
+        path.write_bytes(b"\x89PNG garbage" * 10)
+    out = tmp_path / "run"
+    status = main(_folder_run(folder, out, "--batch-size", "6", "--workers", "2"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and not [line for line in err if "Traceback" in line or "worker" in line]
+    assert err[-1] == (f"sknet train: error: --data {folder}: no training image can be read "
+                       "(every file tried was skipped, as listed above); replace the damaged "
+                       "files")
+    assert sum(line.startswith("skipped ") for line in err) == 9
+    assert not (out / "last.pt").exists()

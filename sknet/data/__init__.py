@@ -34,7 +34,15 @@ from sknet.data.folders import (
     read_image,
 )
 from sknet.data.scaled import ScaledDigitsSource, parse_scaled
-from sknet.data.source import EpochBatches, SampleKey, Skipped, Source, collate, sample_seed
+from sknet.data.source import (
+    EpochBatches,
+    SampleKey,
+    Skipped,
+    Source,
+    Unreadable,
+    collate,
+    sample_seed,
+)
 from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
 from sknet.errors import UserError
 
@@ -52,6 +60,7 @@ __all__ = [
     "Skipped",
     "Source",
     "SyntheticSource",
+    "Unreadable",
     "collate",
     "eval_transform",
     "open_data",

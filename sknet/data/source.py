@@ -27,6 +27,16 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """What :class:`Seeded` serves when no training image can be read at all: the files it
+    tried. :func:`collate` lists them as skipped and serves no image; the training loop then
+    stops in the main process (an error raised in a loader worker would reach the user wrapped
+    in the worker's traceback)."""
+
+    skipped: tuple[Skipped, ...]
+
+
 SampleKey = tuple[int, int]
 """A training sample's address: ``(index, augmentation seed)``."""
 
@@ -127,10 +137,13 @@ class Seeded(Transformed):
     """``transform(base[index])`` under a torch RNG seeded with the key's seed.
 
     An unreadable file is replaced by the next readable sample (so that every batch keeps its size
-    on every process) and reported with the item.
+    on every process) and reported with the item; when none can be read, it serves
+    :class:`Unreadable`.
     """
 
-    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int, tuple[Skipped, ...]]:
+    def __getitem__(
+        self, key: SampleKey
+    ) -> tuple[torch.Tensor, int, tuple[Skipped, ...]] | Unreadable:
         index, seed = key
         skipped: list[Skipped] = []
         for offset in range(len(self)):
@@ -139,7 +152,7 @@ class Seeded(Transformed):
                 break
             skipped.append(item)
         else:
-            raise UserError("no training image can be read; see the skipped files above")
+            return Unreadable(tuple(skipped))
         image, target = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -147,12 +160,16 @@ class Seeded(Transformed):
 
 
 def collate(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
-    """Stack a batch into ``(images, targets, skipped)``, dropping and listing unreadable files."""
+    """Stack a batch into ``(images, targets, skipped)``, dropping and listing unreadable files
+    (no image at all when nothing could be read: see :class:`Unreadable`)."""
     skipped: list[Skipped] = []
     images, targets = [], []
     for item in batch:
         if isinstance(item, Skipped):
             skipped.append(item)
+            continue
+        if isinstance(item, Unreadable):
+            skipped.extend(item.skipped)
             continue
         if len(item) == 3:
             skipped.extend(item[2])

@@ -217,6 +217,11 @@ class Trainer:
                     self.progress.skipped.add(item.path)
                     if self.processes.main:
                         progress.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+            if not len(targets):  # the loader serves an empty batch only when nothing reads
+                raise UserError(
+                    f"--data {self.config.data}: no training image can be read (every file "
+                    "tried was skipped, as listed above); replace the damaged files"
+                )
             yield images, targets
 
     def _train_epoch(self) -> None:
