@@ -368,6 +368,28 @@ def _folder_run(folder, out, *more):
             "--model-kwargs", TINY_YAML, "--input-size", "8", "--epochs", "1", *more]
 
 
+def test_file_names_of_any_encoding_are_listed_and_the_run_resumes(tmp_path, capsys):
+    """On 2500fe3 a skipped file named ``bad\\xff.png`` (not UTF-8) crashed every epoch's end
+    while writing skipped_files.txt ("surrogates not allowed"): the run never finished."""
+    folder = make_image_folder(tmp_path / "images", per_class=5, val_per_class=2)
+    for name in (b"bad\xff.png", b"notes\xfe.txt"):
+        with open(os.path.join(os.fsencode(folder / "train" / "class_0"), name), "wb") as file:
+            file.write(b"\x89PNG garbage" * 10)
+    out = tmp_path / "run"
+    assert main(_folder_run(folder, out, "--batch-size", "8")) == 0  # 16 files: every one met
+    err = capsys.readouterr().err
+    listed = (out / "skipped_files.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(Path(line).name for line in listed) == ["bad\\xff.png", "notes\\xfe.txt"]
+    assert f"skipped {folder}/train/class_0/bad\\xff.png: unreadable" in err
+    assert "e.g. " + str(folder / "train" / "class_0") + "/notes\\xfe.txt (not an image file)" \
+        in err
+    saved = torch.load(out / "last.pt", weights_only=True)["skipped"]
+    assert sorted(Path(path).name for path in saved) == ["bad\udcff.png", "notes\udcfe.txt"]
+    assert json.loads((out / "summary.json").read_text())["skipped_files"] == 2
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["finished"]
+
+
 def test_a_folder_where_nothing_reads_fails_in_one_line_with_loader_workers(tmp_path, capsys):
     """On 2500fe3 the error raised in a loader worker reached the user as a 14-line traceback."""
     folder = make_image_folder(tmp_path / "images", per_class=3, val_per_class=1)

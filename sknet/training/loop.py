@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sknet.data import Source, open_data
+from sknet.data import Source, open_data, printable
 from sknet.devices import (
     Processes,
     all_sum,
@@ -216,7 +216,9 @@ class Trainer:
                 if item.path not in self.progress.skipped:
                     self.progress.skipped.add(item.path)
                     if self.processes.main:
-                        progress.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+                        progress.write(
+                            printable(f"skipped {item.path}: {item.reason}"), file=sys.stderr
+                        )
             if not len(targets):  # the loader serves an empty batch only when nothing reads
                 raise UserError(
                     f"--data {self.config.data}: no training image can be read (every file "
@@ -318,8 +320,10 @@ class Trainer:
         if self.processes.main:
             reports.write_settings(self.out, self.config)
             if self.source.skipped:
-                self.log(f"left out {len(self.source.skipped)} file(s) that are not images or are "
-                         f"empty, e.g. {self.source.skipped[0].path}; list in "
+                first = self.source.skipped[0]
+                self.log(f"left out {len(self.source.skipped)} path(s) that are not image files "
+                         f"(not images, empty, links to folders, ...), e.g. "
+                         f"{printable(first.path)} ({first.reason}); list in "
                          f"{self.out / 'skipped_files.txt'}")
             for note in self.resume_notes:
                 self.log(f"resuming under {note}")
