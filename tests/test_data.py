@@ -202,3 +202,38 @@ def test_evaluation_needs_only_the_validation_folder(tmp_path):
     assert only_val.class_names == ["class_1", "class_2"] and len(only_val.val_files) == 6
     with pytest.raises(FileNotFoundError, match="train: no such folder"):
         open_data(str(root))
+
+
+def test_symlinked_folders_are_not_followed_and_are_listed(tmp_path):
+    """On 2500fe3 ``ln -s . train/class_0/self`` gave class_0 its images 40 times over and
+    ``ln -s .. train/class_0/loop`` gave it every image of the other classes."""
+    root = make_image_folder(tmp_path / "data", per_class=4, val_per_class=1)
+    class_0 = root / "train" / "class_0"
+    (class_0 / "self").symlink_to(".")
+    (class_0 / "loop").symlink_to("..")
+    (class_0 / "linked.png").symlink_to(root / "train" / "class_1" / "001.png")  # followed
+    (class_0 / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "train" / "copy_of_1").symlink_to(root / "train" / "class_1")
+    (root / "train" / "from_val").symlink_to(root / "val" / "class_2")
+    (root / "train" / "above").symlink_to(root)
+    outside = make_image_folder(tmp_path / "elsewhere", per_class=2, val_per_class=1)
+    (root / "train" / "class_3").symlink_to(outside / "train" / "class_0")  # a class of links
+    (root / "train" / "README").write_text("three colours")
+    source = open_data(str(root))
+    assert source.class_names == ["class_0", "class_1", "class_2", "class_3"]
+    paths = [path for path, _ in source.train_files.samples]
+    assert len(paths) == len(set(paths)) == 4 + 1 + 4 + 4 + 2
+    assert [path.rsplit("/", 2)[-2] for path, label in source.train_files.samples if label == 0] \
+        == ["class_0"] * 5
+    assert sorted((item.path.removeprefix(str(root) + "/"), item.reason)
+                  for item in source.skipped) == [
+        ("train/README", "not in a class folder"),
+        ("train/above", "symlink to a folder of the dataset or above it, not followed"),
+        ("train/class_0/gone.png", "broken symlink"),
+        ("train/class_0/loop", "symlink to a folder, not followed"),
+        ("train/class_0/self", "symlink to a folder, not followed"),
+        ("train/copy_of_1", "symlink to a folder of the dataset or above it, not followed"),
+        ("train/from_val", "symlink to a folder of the dataset or above it, not followed"),
+    ]
+    with pytest.raises(ValueError, match=r"--strict: 7 bad file\(s\)"):
+        open_data(str(root), strict=True)

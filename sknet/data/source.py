@@ -22,7 +22,8 @@ from sknet.preprocessing import Preprocessing
 
 @dataclass(frozen=True)
 class Skipped:
-    """A sample whose file could not be read; carried through the loader to be counted."""
+    """A file left out and why: set aside by a folder scan (not an image, a link to a folder,
+    ...) or unreadable when met (carried through the loader to be counted)."""
 
     path: str
     reason: str

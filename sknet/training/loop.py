@@ -309,8 +309,8 @@ class Trainer:
             + (f"  peak GPU memory {peak_mib:,.0f} MiB" if peak_mib is not None else "")
         )
         if state.skipped:
-            self.log(f"  {len(state.skipped)} unreadable file(s) skipped so far, listed in "
-                     f"{self.out / 'skipped_files.txt'}")
+            self.log(f"  {len(state.skipped)} file(s) skipped so far (unreadable, not images, "
+                     f"links to folders, ...), listed in {self.out / 'skipped_files.txt'}")
 
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs, then evaluate the best weights at every eval size."""
