@@ -23,11 +23,64 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def read_image(path: str):
-    """Decode ``path`` fully as RGB (``load`` catches truncated files that ``open`` accepts)."""
+    """Decode ``path`` fully as an 8-bit RGB image, upright and with its pixel range kept.
+
+    The one reader of image files (training, evaluation, analysis and ``predict``):
+
+    * EXIF orientation is applied (a phone photo is not fed sideways);
+    * 16-bit grey (``I;16``, and ``I`` holding values within 0-65535, as 16-bit PNG and TIFF
+      files open) is scaled by its bit depth, ``round(value / 257)``, not clipped to white;
+    * floating-point grey (``F``) is read as 0-1 if every value lies there, else as 0-255; values
+      outside both ranges are refused (there is no range to read them in);
+    * transparency (``RGBA``, ``LA``, ``PA``, a palette or colour with a transparent colour) is
+      composited onto white, as Hugging Face's image processors do;
+    * every other mode (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ...) is converted by Pillow.
+
+    ``load`` catches truncated files that ``open`` accepts; any failure raises (Pillow raises
+    many types for damaged files; callers skip or report them).
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as opened:
+        opened.load()
+        image = ImageOps.exif_transpose(opened)
+    return _to_rgb(image)
+
+
+HIGH_BIT_DEPTH = 65535
+"""The largest 16-bit value: 16-bit images are divided by ``65535 / 255 = 257``."""
+
+
+def _to_rgb(image):
+    """``image`` as 8-bit RGB, its range kept (see :func:`read_image`)."""
+    import numpy as np
     from PIL import Image
 
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    if image.mode == "RGB" and "transparency" not in image.info:
+        return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        pixels = np.asarray(image).astype(np.float64)
+        low, high = (float(pixels.min()), float(pixels.max())) if pixels.size else (0.0, 0.0)
+        if image.mode == "F" and low >= 0 and high <= 1:
+            pixels = pixels * 255
+        elif image.mode != "F":
+            if low < 0 or high > HIGH_BIT_DEPTH:
+                raise ValueError(
+                    f"{image.mode} pixels from {low:g} to {high:g}: not 16-bit values, no range "
+                    "to read them in"
+                )
+            pixels = pixels / (HIGH_BIT_DEPTH / 255)
+        elif low < 0 or high > 255:
+            raise ValueError(
+                f"floating-point pixels from {low:g} to {high:g}: neither 0-1 nor 0-255, no "
+                "range to read them in"
+            )
+        image = Image.fromarray(np.round(pixels).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 class _Files(Dataset):
