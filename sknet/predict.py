@@ -103,6 +103,6 @@ def predict(
 
 def format_prediction(prediction: Prediction) -> str:
     """The image, then one ``probability  class`` line per class."""
-    lines = [printable(prediction.image)]  # a file name of any encoding prints
+    lines = [prediction.image]
     lines += [f"  {probability:7.2%}  {name}" for name, probability in prediction.classes]
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # file and class names of any encoding print

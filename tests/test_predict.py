@@ -142,3 +142,15 @@ def test_16_bit_and_rotated_images_predict_as_the_8_bit_upright_ones(tiny_run, t
     expected = [prediction.classes for prediction in predict(tiny_run, paths)]
     assert [prediction.classes for prediction in predict(tiny_run, deep)] == expected
     assert [prediction.classes for prediction in predict(tiny_run, turned)] == expected
+
+
+def test_a_file_name_of_any_encoding_prints(tiny_run, tmp_path, capsys):
+    """A name in bytes that are not UTF-8 is printed with ``\\xff`` escapes, not a crash."""
+    import os
+
+    _, (path,) = _digit_pngs(tmp_path / "images", 1)
+    odd = os.path.join(os.fsencode(path.parent), b"digit\xff.png")
+    os.rename(path, odd)
+    assert main(["predict", os.fsdecode(odd), "--checkpoint", str(tiny_run), "--top", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path.parent}/digit\\xff.png" and len(lines) == 2
