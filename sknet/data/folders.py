@@ -150,9 +150,15 @@ def _scan_class(folder: Path) -> tuple[list[str], list[Skipped]]:
             path = os.path.join(parent, name)
             if not name.lower().endswith(IMAGE_EXTENSIONS):
                 skipped.append(Skipped(path, "not an image file"))
-            elif not os.path.exists(path):
-                skipped.append(Skipped(path, "broken symlink"))
-            elif os.path.getsize(path) == 0:
+                continue
+            try:
+                size = os.path.getsize(path)  # follows a link to a file
+            except OSError as error:
+                broken = os.path.islink(path) and isinstance(error, FileNotFoundError)
+                skipped.append(Skipped(path, "broken symlink" if broken
+                                       else f"not readable: {error.strerror}"))
+                continue
+            if size == 0:
                 skipped.append(Skipped(path, "empty file"))
             else:
                 images.append(path)
