@@ -404,3 +404,15 @@ def test_a_folder_where_nothing_reads_fails_in_one_line_with_loader_workers(tmp_
                        "files")
     assert sum(line.startswith("skipped ") for line in err) == 9
     assert not (out / "last.pt").exists()
+
+
+def test_eval_says_what_the_folder_scan_left_out(tmp_path, caplog):
+    folder = make_image_folder(tmp_path / "images", per_class=2, val_per_class=2)
+    (folder / "val" / "class_0" / "self").symlink_to(".")
+    model = sknet.create_model("sknet_digits", num_classes=3, **{**TINY, "in_chans": 3})
+    weights = sknet.save_pretrained(model, tmp_path / "w", preprocessing={
+        "input_size": 8, "resize": 8, "mean": [0.5] * 3, "std": [0.5] * 3})
+    report = evaluate(weights.parent, str(folder), batch_size=4, workers=0)
+    assert report["results"]["8"]["images"] == 6
+    assert f"--data {folder}: left out 1 path(s) that are not image files, e.g. " \
+        f"{folder}/val/class_0/self (symlink to a folder, not followed)" in caplog.text
