@@ -242,8 +242,8 @@ def check_tensors(state: Mapping[str, torch.Tensor], where: str) -> None:
         if tensor.dtype not in FLOAT_DTYPES:
             raise UserError(
                 f"{where}: tensor {key!r} holds {str(tensor.dtype).removeprefix('torch.')} "
-                "values, not floating point; these are not weights as saved (float32, float16, "
-                "bfloat16 or float64): save them from the model's state_dict"
+                "values, not floating point (float32, float16, bfloat16 or float64) as weights "
+                "are; save the weights from the model's state_dict() as they are"
             )
         if not torch.isfinite(tensor).all():
             raise UserError(
