@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sknet.data import eval_transform, read_image
+from sknet.data import eval_transform, printable, read_image
 from sknet.devices import pick_device
 from sknet.errors import UserError
 from sknet.layers.common import input_channels
@@ -105,4 +105,4 @@ def format_prediction(prediction: Prediction) -> str:
     """The image, then one ``probability  class`` line per class."""
     lines = [prediction.image]
     lines += [f"  {probability:7.2%}  {name}" for name, probability in prediction.classes]
-    return "\n".join(lines)
+    return printable("\n".join(lines))  # file and class names of any encoding print

@@ -7,17 +7,21 @@ weights folder, an ``X.safetensors`` file, a training ``last.pt`` or timm's file
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from sknet.data import Source, open_data
+from sknet.data import Source, open_data, printable
 from sknet.errors import UserError
 from sknet.models.factory import load
 from sknet.preprocessing import Preprocessing, resolve_preprocessing
 from sknet.record import ModelRecord
+
+LOG = logging.getLogger("sknet")
+"""Where opening a dataset for evaluation says what it left out."""
 
 
 @dataclass
@@ -109,4 +113,10 @@ def open_trained(
             f"{path}: its class names ({', '.join(record.class_names[:3])}, ...) differ from "
             f"those of --data {data} ({', '.join(names[:3])}, ...)"
         )
+    if source.skipped:  # not images, empty, links to folders: said, as training says it
+        first = source.skipped[0]
+        LOG.warning(printable(
+            f"--data {data}: left out {len(source.skipped)} path(s) that are not image files, "
+            f"e.g. {first.path} ({first.reason})"
+        ))
     return Trained(path, model, record, data, source)

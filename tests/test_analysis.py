@@ -259,6 +259,27 @@ def test_a_folder_dataset_streams_and_skips_unreadable_files(tmp_path):
         image.verify()
 
 
+def test_class_and_file_names_of_any_encoding_are_analysed(tmp_path, capsys):
+    """A class folder or file named in bytes that are not UTF-8 (``class_\\xff``) is written as
+    ``\\xff`` escapes in the tables and the log line (on 2500fe3 the CSV write crashed)."""
+    import os
+
+    folder = make_image_folder(tmp_path / "images", per_class=1, val_per_class=2, bad=True)
+    for split in ("train", "val"):
+        os.rename(folder / split / "class_1",
+                  os.path.join(os.fsencode(folder / split), b"class_\xff"))
+    os.rename(folder / "val" / "class_0" / "truncated.jpg",
+              os.path.join(os.fsencode(folder / "val" / "class_0"), b"trunc\xfe.jpg"))
+    source = open_data(str(folder))
+    model = create_model("sknet_digits", num_classes=3, **{**TINY, "in_chans": 3})
+    save_pretrained(model, tmp_path / "rgb", class_names=source.class_names,
+                    preprocessing=source.preprocessing(16), dataset=str(folder))
+    report = analyze(tmp_path / "rgb", out=tmp_path / "out", batch_size=4, progress=False)
+    assert report["images"] == 6 and report["skipped"][0].endswith("trunc\udcfe.jpg")
+    assert "trunc\\xfe.jpg: unreadable" in capsys.readouterr().out
+    assert "class_\\xff" in (tmp_path / "out" / "classes.csv").read_text(encoding="utf-8")
+
+
 # -- bad input: one line, non-zero exit ------------------------------------------------------
 
 

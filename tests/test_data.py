@@ -202,3 +202,98 @@ def test_evaluation_needs_only_the_validation_folder(tmp_path):
     assert only_val.class_names == ["class_1", "class_2"] and len(only_val.val_files) == 6
     with pytest.raises(FileNotFoundError, match="train: no such folder"):
         open_data(str(root))
+
+
+def test_symlinked_folders_are_not_followed_and_are_listed(tmp_path):
+    """On 2500fe3 ``ln -s . train/class_0/self`` gave class_0 its images 40 times over and
+    ``ln -s .. train/class_0/loop`` gave it every image of the other classes."""
+    root = make_image_folder(tmp_path / "data", per_class=4, val_per_class=1)
+    class_0 = root / "train" / "class_0"
+    (class_0 / "self").symlink_to(".")
+    (class_0 / "loop").symlink_to("..")
+    (class_0 / "linked.png").symlink_to(root / "train" / "class_1" / "001.png")  # followed
+    (class_0 / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "train" / "copy_of_1").symlink_to(root / "train" / "class_1")
+    (root / "train" / "from_val").symlink_to(root / "val" / "class_2")
+    (root / "train" / "above").symlink_to(root)
+    outside = make_image_folder(tmp_path / "elsewhere", per_class=2, val_per_class=1)
+    (root / "train" / "class_3").symlink_to(outside / "train" / "class_0")  # a class of links
+    (root / "train" / "README").write_text("three colours")
+    source = open_data(str(root))
+    assert source.class_names == ["class_0", "class_1", "class_2", "class_3"]
+    paths = [path for path, _ in source.train_files.samples]
+    assert len(paths) == len(set(paths)) == 4 + 1 + 4 + 4 + 2
+    assert [path.rsplit("/", 2)[-2] for path, label in source.train_files.samples if label == 0] \
+        == ["class_0"] * 5
+    assert sorted((item.path.removeprefix(str(root) + "/"), item.reason)
+                  for item in source.skipped) == [
+        ("train/README", "not in a class folder"),
+        ("train/above", "symlink to a folder of the dataset or above it, not followed"),
+        ("train/class_0/gone.png", "broken symlink"),
+        ("train/class_0/loop", "symlink to a folder, not followed"),
+        ("train/class_0/self", "symlink to a folder, not followed"),
+        ("train/copy_of_1", "symlink to a folder of the dataset or above it, not followed"),
+        ("train/from_val", "symlink to a folder of the dataset or above it, not followed"),
+    ]
+    with pytest.raises(ValueError, match=r"--strict: 7 bad file\(s\)"):
+        open_data(str(root), strict=True)
+
+
+def _png(path, image, **save):
+    image.save(path, **save)
+    return str(path)
+
+
+def test_images_keep_their_range_and_orientation(tmp_path):
+    """On 2500fe3 a 16-bit PNG came out 99.6% white (``convert("RGB")`` clips) and a phone
+    photo's EXIF orientation was ignored."""
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 12 * 8).round().astype(np.uint16).reshape(8, 12)
+    expected = np.round(ramp / 257).astype(np.uint8)
+    grey16 = Image.frombytes("I;16", (12, 8), ramp.astype("<u2").tobytes())
+    for name, image in (("i16", grey16), ("i32", grey16.convert("I"))):
+        read = read_image(_png(tmp_path / f"{name}.tif", image))
+        assert read.mode == "RGB"
+        assert np.array_equal(np.asarray(read)[..., 1], expected), name
+    assert np.array_equal(np.asarray(read_image(_png(tmp_path / "g.png", grey16)))[..., 0],
+                          expected)
+    floats = Image.fromarray((ramp / 65535).astype(np.float32))
+    assert floats.mode == "F"
+    assert np.abs(np.asarray(read_image(_png(tmp_path / "f.tif", floats)))[..., 2].astype(int)
+                  - expected).max() <= 1
+    wild = Image.fromarray((ramp * 100.0).astype(np.float32))
+    with pytest.raises(ValueError, match="neither 0-1 nor 0-255"):
+        read_image(_png(tmp_path / "wild.tif", wild))
+    # A grey network reads 16-bit input as the 8-bit grey it stands for.
+    prepared = eval_transform(Preprocessing(8, 8, "bilinear", (0.0,), (1.0,)), channels=1)
+    eight_bit = _png(tmp_path / "g8.png", Image.fromarray(expected))
+    assert torch.equal(prepared(read_image(str(tmp_path / "g.png"))),
+                       prepared(read_image(eight_bit)))
+
+    # Transparency is composited onto white, in every mode that carries it.
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    rgba.putpixel((0, 0), (10, 20, 30, 255))
+    read = np.asarray(read_image(_png(tmp_path / "rgba.png", rgba)))
+    assert read[0, 0].tolist() == [10, 20, 30] and read[1, 1].tolist() == [255, 255, 255]
+    read = np.asarray(read_image(_png(tmp_path / "la.png", rgba.convert("LA"))))
+    assert read[1, 1].tolist() == [255, 255, 255] and read[0, 0, 0] == read[0, 0, 1] < 30
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([10, 20, 30, 200, 0, 0])
+    palette.putpixel((0, 0), 1)
+    read = np.asarray(read_image(_png(tmp_path / "p.png", palette, transparency=0)))
+    assert read[0, 0].tolist() == [200, 0, 0] and read[1, 1].tolist() == [255, 255, 255]
+    cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))  # red ink
+    assert np.asarray(read_image(_png(tmp_path / "c.tif", cmyk)))[0, 0].tolist() == [255, 0, 0]
+    bits = Image.new("1", (4, 4), 1)
+    assert np.asarray(read_image(_png(tmp_path / "b.png", bits))).min() == 255
+
+    # EXIF orientation 6: the camera was turned; the stored pixels are rotated back upright.
+    upright = Image.new("RGB", (6, 4), (0, 0, 0))
+    upright.putpixel((0, 0), (255, 255, 255))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    read = read_image(_png(tmp_path / "phone.png", stored, exif=exif))
+    assert read.size == (6, 4) and np.array_equal(np.asarray(read), np.asarray(upright))

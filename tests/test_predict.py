@@ -124,3 +124,33 @@ def test_bad_images_and_checkpoints_fail_in_one_line(tiny_run, tmp_path, capsys)
     assert status == 2 and len(err) == 1 and "record no preprocessing" in err[0]
     status, err = _cli(capsys, "predict", good, "--checkpoint", tiny_run, "--top", "0")
     assert status == 2 and "--top must be at least 1" in err[0]
+
+
+def test_16_bit_and_rotated_images_predict_as_the_8_bit_upright_ones(tiny_run, tmp_path):
+    """On 2500fe3 a 16-bit PNG was read 99.6% white and EXIF orientation was ignored: predict
+    reads files as training and evaluation do (sknet.data.read_image)."""
+    _, paths = _digit_pngs(tmp_path / "images", 6)
+    deep, turned = [], []
+    for path in paths:
+        pixels = np.asarray(Image.open(path)).astype("<u2") * 257
+        deep.append(tmp_path / f"{path.stem}_16.png")
+        Image.frombytes("I;16", pixels.shape[::-1], pixels.tobytes()).save(deep[-1])
+        exif = Image.Exif()
+        exif[0x0112] = 8  # turned: stored rotated, shown upright
+        turned.append(tmp_path / f"{path.stem}_turned.png")
+        Image.open(path).transpose(Image.Transpose.ROTATE_270).save(turned[-1], exif=exif)
+    expected = [prediction.classes for prediction in predict(tiny_run, paths)]
+    assert [prediction.classes for prediction in predict(tiny_run, deep)] == expected
+    assert [prediction.classes for prediction in predict(tiny_run, turned)] == expected
+
+
+def test_a_file_name_of_any_encoding_prints(tiny_run, tmp_path, capsys):
+    """A name in bytes that are not UTF-8 is printed with ``\\xff`` escapes, not a crash."""
+    import os
+
+    _, (path,) = _digit_pngs(tmp_path / "images", 1)
+    odd = os.path.join(os.fsencode(path.parent), b"digit\xff.png")
+    os.rename(path, odd)
+    assert main(["predict", os.fsdecode(odd), "--checkpoint", str(tiny_run), "--top", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path.parent}/digit\\xff.png" and len(lines) == 2

@@ -537,3 +537,58 @@ def test_a_full_disk_while_checkpointing_keeps_the_checkpoint_and_says_so(
     assert "most likely no space left on " in line and "the previous last.pt is intact" in line
     assert {name: (out / name).read_bytes() for name in before} == before
     assert not list(out.glob(".*.tmp"))
+
+
+def _folder_run(folder, out, *more):
+    return ["train", "--data", str(folder), "--out", str(out), "--model", "sknet_digits",
+            "--model-kwargs", TINY_YAML, "--input-size", "8", "--epochs", "1", *more]
+
+
+def test_file_names_of_any_encoding_are_listed_and_the_run_resumes(tmp_path, capsys):
+    """On 2500fe3 a skipped file named ``bad\\xff.png`` (not UTF-8) crashed every epoch's end
+    while writing skipped_files.txt ("surrogates not allowed"): the run never finished."""
+    folder = make_image_folder(tmp_path / "images", per_class=5, val_per_class=2)
+    for name in (b"bad\xff.png", b"notes\xfe.txt"):
+        with open(os.path.join(os.fsencode(folder / "train" / "class_0"), name), "wb") as file:
+            file.write(b"\x89PNG garbage" * 10)
+    out = tmp_path / "run"
+    assert main(_folder_run(folder, out, "--batch-size", "8")) == 0  # 16 files: every one met
+    err = capsys.readouterr().err
+    listed = (out / "skipped_files.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(Path(line).name for line in listed) == ["bad\\xff.png", "notes\\xfe.txt"]
+    assert f"skipped {folder}/train/class_0/bad\\xff.png: unreadable" in err
+    assert "e.g. " + str(folder / "train" / "class_0") + "/notes\\xfe.txt (not an image file)" \
+        in err
+    saved = torch.load(out / "last.pt", weights_only=True)["skipped"]
+    assert sorted(Path(path).name for path in saved) == ["bad\udcff.png", "notes\udcfe.txt"]
+    assert json.loads((out / "summary.json").read_text())["skipped_files"] == 2
+    assert main(["train", "--resume", str(out / "last.pt"), "--epochs", "2"]) == 0
+    assert json.loads((out / "summary.json").read_text())["finished"]
+
+
+def test_a_folder_where_nothing_reads_fails_in_one_line_with_loader_workers(tmp_path, capsys):
+    """On 2500fe3 the error raised in a loader worker reached the user as a 14-line traceback."""
+    folder = make_image_folder(tmp_path / "images", per_class=3, val_per_class=1)
+    for path in (folder / "train").rglob("*.*"):
+        path.write_bytes(b"\x89PNG garbage" * 10)
+    out = tmp_path / "run"
+    status = main(_folder_run(folder, out, "--batch-size", "6", "--workers", "2"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and not [line for line in err if "Traceback" in line or "worker" in line]
+    assert err[-1] == (f"sknet train: error: --data {folder}: no training image can be read "
+                       "(every file tried was skipped, as listed above); replace the damaged "
+                       "files")
+    assert sum(line.startswith("skipped ") for line in err) == 9
+    assert not (out / "last.pt").exists()
+
+
+def test_eval_says_what_the_folder_scan_left_out(tmp_path, caplog):
+    folder = make_image_folder(tmp_path / "images", per_class=2, val_per_class=2)
+    (folder / "val" / "class_0" / "self").symlink_to(".")
+    model = sknet.create_model("sknet_digits", num_classes=3, **{**TINY, "in_chans": 3})
+    weights = sknet.save_pretrained(model, tmp_path / "w", preprocessing={
+        "input_size": 8, "resize": 8, "mean": [0.5] * 3, "std": [0.5] * 3})
+    report = evaluate(weights.parent, str(folder), batch_size=4, workers=0)
+    assert report["results"]["8"]["images"] == 6
+    assert f"--data {folder}: left out 1 path(s) that are not image files, e.g. " \
+        f"{folder}/val/class_0/self (symlink to a folder, not followed)" in caplog.text

@@ -12,6 +12,7 @@ import torch
 from sknet.analysis.report import difference_label, large_label
 from sknet.analysis.stimulus import enlarge, scale_label
 from sknet.atomic import atomic_path
+from sknet.data import printable
 from sknet.preprocessing import Preprocessing
 
 
@@ -101,7 +102,7 @@ def figure_sample(report: dict[str, Any], sample: dict[str, Any], images, prepro
     differences = {name: sample["diff"][name] for name in report["units"]}
     _unit_panel(figure.add_subplot(grid[:, 1]), report, differences)
     title = f"Figure {sample['figure']}: validation image {sample['index']} "
-    return _titled(figure, f"{title}(class {sample['class_name']})", report)
+    return _titled(figure, printable(f"{title}(class {sample['class_name']})"), report)
 
 
 def figure_average(report: dict[str, Any]):
@@ -127,7 +128,7 @@ def figure_classes(report: dict[str, Any]):
     from matplotlib.figure import Figure
 
     classes = report["classes"]
-    names = classes["names"]
+    names = [printable(str(name)) for name in classes["names"]]  # folder names of any bytes
     units = report["class_units"]
     figure = Figure(figsize=(5.2 * len(units), 4.6), layout="constrained")
     panels = figure.subplots(1, len(units), squeeze=False)[0]

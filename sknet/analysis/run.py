@@ -26,7 +26,7 @@ from sknet.analysis.sizes import SizeStatistics, size_bins
 from sknet.analysis.statistics import AttentionStatistics, default_channel_group
 from sknet.analysis.stimulus import SCALES, crop_side, enlarge
 from sknet.analysis.tables import write_tables
-from sknet.data import Skipped, collate
+from sknet.data import Skipped, collate, printable
 from sknet.devices import default_workers, pick_device
 from sknet.errors import UserError
 from sknet.layers import SKConv
@@ -216,7 +216,7 @@ def _stream(
     ) as bar:
         for images, targets, unreadable in loader:
             for item in unreadable:
-                bar.write(f"skipped {item.path}: {item.reason}")
+                bar.write(printable(f"skipped {item.path}: {item.reason}"))
             skipped.extend(item.path for item in unreadable)
             if len(images):
                 attention = _forward_scales(model, units, images, scales, device)

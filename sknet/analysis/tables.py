@@ -12,6 +12,7 @@ from typing import Any
 from sknet.analysis.sizes import SIZE_COLUMNS, size_rows
 from sknet.analysis.statistics import number
 from sknet.atomic import write_json, write_text
+from sknet.data import printable
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -19,7 +20,7 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     writer = csv.DictWriter(table, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return table.getvalue()
+    return printable(table.getvalue())  # class (folder) names of any encoding
 
 
 def _sources(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:

@@ -34,7 +34,16 @@ from sknet.data.folders import (
     read_image,
 )
 from sknet.data.scaled import ScaledDigitsSource, parse_scaled
-from sknet.data.source import EpochBatches, SampleKey, Skipped, Source, collate, sample_seed
+from sknet.data.source import (
+    EpochBatches,
+    SampleKey,
+    Skipped,
+    Source,
+    Unreadable,
+    collate,
+    printable,
+    sample_seed,
+)
 from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
 from sknet.errors import UserError
 
@@ -52,9 +61,11 @@ __all__ = [
     "Skipped",
     "Source",
     "SyntheticSource",
+    "Unreadable",
     "collate",
     "eval_transform",
     "open_data",
+    "printable",
     "read_image",
     "sample_seed",
 ]

@@ -8,6 +8,7 @@ mid-epoch, with any number of loader workers or processes, sees exactly the same
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,10 +22,32 @@ from sknet.preprocessing import Preprocessing
 
 @dataclass(frozen=True)
 class Skipped:
-    """A sample whose file could not be read; carried through the loader to be counted."""
+    """A file left out and why: set aside by a folder scan (not an image, a link to a folder,
+    ...) or unreadable when met (carried through the loader to be counted)."""
 
     path: str
     reason: str
+
+
+def printable(text: str) -> str:
+    """``text`` (a path, or a line naming one) as any file or terminal takes it: the bytes of a
+    file name that are not UTF-8 (which Python carries as lone surrogates, ``"bad\\udcff.jpg"``)
+    written as ``\\xff`` escapes (``bad\\xff.jpg``), as ``skipped_files.txt`` and the log lines
+    show them."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """What :class:`Seeded` serves when no training image can be read at all: the files it
+    tried. :func:`collate` lists them as skipped and serves no image; the training loop then
+    stops in the main process (an error raised in a loader worker would reach the user wrapped
+    in the worker's traceback)."""
+
+    skipped: tuple[Skipped, ...]
 
 
 SampleKey = tuple[int, int]
@@ -127,10 +150,13 @@ class Seeded(Transformed):
     """``transform(base[index])`` under a torch RNG seeded with the key's seed.
 
     An unreadable file is replaced by the next readable sample (so that every batch keeps its size
-    on every process) and reported with the item.
+    on every process) and reported with the item; when none can be read, it serves
+    :class:`Unreadable`.
     """
 
-    def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, int, tuple[Skipped, ...]]:
+    def __getitem__(
+        self, key: SampleKey
+    ) -> tuple[torch.Tensor, int, tuple[Skipped, ...]] | Unreadable:
         index, seed = key
         skipped: list[Skipped] = []
         for offset in range(len(self)):
@@ -139,7 +165,7 @@ class Seeded(Transformed):
                 break
             skipped.append(item)
         else:
-            raise UserError("no training image can be read; see the skipped files above")
+            return Unreadable(tuple(skipped))
         image, target = item
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -147,12 +173,16 @@ class Seeded(Transformed):
 
 
 def collate(batch: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor, list[Skipped]]:
-    """Stack a batch into ``(images, targets, skipped)``, dropping and listing unreadable files."""
+    """Stack a batch into ``(images, targets, skipped)``, dropping and listing unreadable files
+    (no image at all when nothing could be read: see :class:`Unreadable`)."""
     skipped: list[Skipped] = []
     images, targets = [], []
     for item in batch:
         if isinstance(item, Skipped):
             skipped.append(item)
+            continue
+        if isinstance(item, Unreadable):
+            skipped.extend(item.skipped)
             continue
         if len(item) == 3:
             skipped.extend(item[2])

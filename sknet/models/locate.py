@@ -21,7 +21,13 @@ import torch
 from sknet.models.hub import hub_folder, is_hub_id
 from sknet.models.resume_file import checked, is_checkpoint
 from sknet.models.timm_weights import is_timm_source, plain_state, read_timm
-from sknet.models.weights_io import read_record, read_torch_file, read_weights, weight_paths
+from sknet.models.weights_io import (
+    check_tensors,
+    read_record,
+    read_torch_file,
+    read_weights,
+    weight_paths,
+)
 from sknet.record import ModelRecord
 
 RUN_FILES = ("best.safetensors", "model.safetensors", "last.pt")
@@ -61,6 +67,9 @@ def where(path: str | os.PathLike, flag: str) -> str:
 def locate(location: str | os.PathLike, flag: str = "") -> Found:
     """Identify the weights at ``location`` and read them (each file once).
 
+    What is read is checked once, here, for every entry point: tensors of a dtype that is no
+    weights' and NaN/Inf values are refused (:func:`~sknet.models.weights_io.check_tensors`).
+
     Args:
         location: see the module docstring.
         flag: the option ``location`` came from (e.g. ``--checkpoint``), for messages.
@@ -69,6 +78,12 @@ def locate(location: str | os.PathLike, flag: str = "") -> Found:
         FileNotFoundError: nothing loadable there.
         sknet.errors.UserError: unreadable, foreign or damaged files (one line).
     """
+    found = _read(location, flag)
+    check_tensors(found.state, where(found.path, flag))
+    return found
+
+
+def _read(location: str | os.PathLike, flag: str) -> Found:
     if is_hub_id(location):
         location = hub_folder(str(location))
     path = Path(location)

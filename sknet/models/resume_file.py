@@ -18,7 +18,7 @@ import torch
 
 from sknet.atomic import atomic_path
 from sknet.errors import UserError
-from sknet.models.weights_io import read_torch_file
+from sknet.models.weights_io import check_tensors, read_torch_file
 from sknet.record import FORMAT, ModelRecord, check_version
 
 CHECKPOINT_FORMAT = "sknet-train-state"
@@ -51,7 +51,9 @@ def read_checkpoint(path: str | Path, where: str | None = None) -> dict[str, Any
     state = read_torch_file(path, "checkpoint", where)
     if not is_checkpoint(state):
         raise UserError(f"{where}: not an sknet training checkpoint (last.pt)")
-    return checked(state, where)
+    state = checked(state, where)
+    check_tensors(state["model"], where)
+    return state
 
 
 def checked(state: Mapping[str, Any], where: str) -> dict[str, Any]:

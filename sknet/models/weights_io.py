@@ -17,7 +17,9 @@ here builds a model (:mod:`sknet.models.factory` does).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +33,8 @@ from sknet.atomic import atomic_path, write_json
 from sknet.errors import UserError
 from sknet.preprocessing import Preprocessing
 from sknet.record import ModelRecord
+
+LOG = logging.getLogger("sknet")
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -185,11 +189,74 @@ def read_torch_file(
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and EOF errors of a truncated or foreign file
-        text = str(error).strip()
-        first_line = text.splitlines()[0] if text else type(error).__name__
-        raise UserError(
-            f"{where}: not a readable {what} ({hint}): {first_line}"
-        ) from None
+        text = str(error)
+        refused = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+        if refused or "Unsupported global" in text:
+            held = f" ({refused.group(1)})" if refused else ""
+            raise UserError(
+                f"{where}: not a readable {what}: it holds Python objects{held} besides tensors, "
+                "which sknet never unpickles (unpickling can run code); save the weights as a "
+                "state dict of tensors (torch.save(model.state_dict(), path)) or as safetensors"
+            ) from None
+        raise UserError(f"{where}: not a readable {what} ({hint}): {_reason(error)}") from None
+
+
+def _reason(error: Exception) -> str:
+    """The first line of ``torch.load``'s error, without its advice to unpickle anyway."""
+    for line in str(error).splitlines():
+        line = line.replace("Weights only load failed.", "").strip()
+        if line and "weights_only" not in line and not line.startswith(
+            ("Please file an issue", "Check the documentation")
+        ):
+            return line
+    return type(error).__name__
+
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+"""The dtypes weights may be stored in; other floats than the model's are cast on loading."""
+COUNTERS = "num_batches_tracked"
+"""The one state entry that is an integer: BatchNorm's batch counter."""
+
+
+def check_tensors(state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse weights that would load silently wrong, in one line naming the first bad tensor.
+
+    Every tensor but BatchNorm's integer ``num_batches_tracked`` must be floating point
+    (:data:`FLOAT_DTYPES`): integer, bool or complex values are not weights, however they were
+    made. Every floating value must be finite: NaN or Inf means damaged weights (a diverged
+    run). Floats of another precision than float32 are cast on loading, with a note on the
+    ``sknet`` logger.
+
+    Raises:
+        sknet.errors.UserError: a tensor of another dtype, or holding NaN/Inf.
+    """
+    if not isinstance(state, Mapping):
+        raise UserError(f"{where}: no state dict (a mapping of names to tensors) in it")
+    other: dict[str, int] = {}
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise UserError(
+                f"{where}: not a state dict: {key!r} holds a {type(tensor).__name__}, not a tensor"
+            )
+        if key.rsplit(".", 1)[-1] == COUNTERS and not tensor.is_floating_point():
+            continue
+        if tensor.dtype not in FLOAT_DTYPES:
+            raise UserError(
+                f"{where}: tensor {key!r} holds {str(tensor.dtype).removeprefix('torch.')} "
+                "values, not floating point (float32, float16, bfloat16 or float64) as weights "
+                "are; save the weights from the model's state_dict() as they are"
+            )
+        if not torch.isfinite(tensor).all():
+            raise UserError(
+                f"{where}: tensor {key!r} holds NaN/Inf values; the weights are damaged (a "
+                "diverged run?)"
+            )
+        if tensor.dtype != torch.float32:
+            name = str(tensor.dtype).removeprefix("torch.")
+            other[name] = other.get(name, 0) + 1
+    if other:
+        held = ", ".join(f"{count} {name}" for name, count in other.items())
+        LOG.warning("%s: %s tensor(s), cast to the model's float32 on loading", where, held)
 
 
 @dataclass(frozen=True)

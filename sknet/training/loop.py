@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sknet.atomic import check_writable
-from sknet.data import Source, open_data
+from sknet.data import Source, open_data, printable
 from sknet.devices import (
     Processes,
     all_sum,
@@ -229,7 +229,14 @@ class Trainer:
                 if item.path not in self.progress.skipped:
                     self.progress.skipped.add(item.path)
                     if self.processes.main:
-                        progress.write(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+                        progress.write(
+                            printable(f"skipped {item.path}: {item.reason}"), file=sys.stderr
+                        )
+            if not len(targets):  # the loader serves an empty batch only when nothing reads
+                raise UserError(
+                    f"--data {self.config.data}: no training image can be read (every file "
+                    "tried was skipped, as listed above); replace the damaged files"
+                )
             yield images, targets
 
     def _train_epoch(self) -> None:
@@ -321,8 +328,8 @@ class Trainer:
             + (f"  peak GPU memory {peak_mib:,.0f} MiB" if peak_mib is not None else "")
         )
         if state.skipped:
-            self.log(f"  {len(state.skipped)} unreadable file(s) skipped so far, listed in "
-                     f"{self.out / 'skipped_files.txt'}")
+            self.log(f"  {len(state.skipped)} file(s) skipped so far (unreadable, not images, "
+                     f"links to folders, ...), listed in {self.out / 'skipped_files.txt'}")
 
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs, then evaluate the best weights at every eval size."""
@@ -332,8 +339,10 @@ class Trainer:
         if self.processes.main:
             reports.write_settings(self.out, self.config, self.run_id)
             if self.source.skipped:
-                self.log(f"left out {len(self.source.skipped)} file(s) that are not images or are "
-                         f"empty, e.g. {self.source.skipped[0].path}; list in "
+                first = self.source.skipped[0]
+                self.log(f"left out {len(self.source.skipped)} path(s) that are not image files "
+                         f"(not images, empty, links to folders, ...), e.g. "
+                         f"{printable(first.path)} ({first.reason}); list in "
                          f"{self.out / 'skipped_files.txt'}")
             for note in self.resume_notes:
                 self.log(f"resuming under {note}")

@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from sknet.atomic import write_json, write_text
+from sknet.data import printable
 from sknet.devices import Processes
 from sknet.errors import UserError
 from sknet.training.checkpoint import Progress
@@ -104,8 +105,9 @@ def write(out: Path, progress: Progress, run_summary: dict[str, Any]) -> None:
     writer.writeheader()
     writer.writerows(progress.history)
     write_text(out / "metrics.csv", table.getvalue())
-    if progress.skipped:
-        write_text(out / "skipped_files.txt", "\n".join(sorted(progress.skipped)) + "\n")
+    if progress.skipped:  # file names of any encoding, as the log lines show them
+        names = sorted(printable(path) for path in progress.skipped)
+        write_text(out / "skipped_files.txt", "\n".join(names) + "\n")
     write_json(out / "summary.json", run_summary)
 
 
