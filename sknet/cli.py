@@ -17,9 +17,9 @@ from typing import Any, NoReturn
 
 from sknet.analysis import analyze, format_findings
 from sknet.atomic import check_writable, describe, write_json
-from sknet.devices import DEVICE_HELP
+from sknet.devices import DEVICE_HELP, THREADS_HELP, torch_threads
 from sknet.errors import UserError
-from sknet.evaluation import evaluate
+from sknet.evaluation import errors_text, evaluate
 from sknet.export import export_checkpoint
 from sknet.models import create_model, list_models, load_pretrained, model_card
 from sknet.models.locate import WEIGHTS_HELP
@@ -98,9 +98,9 @@ def _eval(args: argparse.Namespace) -> int:
     )
     for size, metrics in results["results"].items():
         skipped = f", {metrics['skipped']} unreadable skipped" if metrics["skipped"] else ""
+        errors = errors_text(metrics["top1_err"], metrics["top5_err"], results["classes"])
         print(
-            f"{results['model']} on {results['data']} at {size}x{size}: top-1 err "
-            f"{metrics['top1_err']:.2f}%, top-5 err {metrics['top5_err']:.2f}% "
+            f"{results['model']} on {results['data']} at {size}x{size}: {errors} "
             f"({metrics['images']} images{skipped})"
         )
     if args.json:
@@ -185,9 +185,17 @@ def _data_options() -> argparse.ArgumentParser:
     return parent
 
 
+def _threads(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise ValueError(f"--threads must be at least 1, got {count}")
+    return count
+
+
 def _device_options() -> argparse.ArgumentParser:
     parent = _parent()
     parent.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parent.add_argument("--threads", type=_argument_type(_threads), help=THREADS_HELP)
     return parent
 
 
@@ -383,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "eval":
             _weights_argument(args)
-        return int(args.func(args) or 0)
+        threads = None if args.command == "train" else getattr(args, "threads", None)
+        with torch_threads(threads):  # train sets its own: a setting recorded with the run
+            return int(args.func(args) or 0)
     except (UserError, FileNotFoundError, KeyboardInterrupt) as error:
         if args.debug:
             traceback.print_exc()

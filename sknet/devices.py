@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +74,22 @@ def all_sum(values: list[float], processes: Processes) -> list[float]:
 
 
 DEVICE_HELP = "auto (default), cpu, cuda, cuda:N"
+THREADS_HELP = (
+    "CPU threads per process (default: PyTorch's, one per core; on a loaded machine fewer can be "
+    "faster)"
+)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """PyTorch's intra-op CPU threads set to ``count`` (``None``: as they are) for the block."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def gather(value: Any, processes: Processes) -> list[Any]:

@@ -22,6 +22,12 @@ from sknet.preprocessing import Preprocessing, check_size
 from sknet.trained import open_trained
 
 
+def errors_text(top1: float, top5: float, classes: int) -> str:
+    """``top-1 err X%``, and with more than five classes (where it says something) the top-5."""
+    text = f"top-1 err {top1:.2f}%"
+    return text + (f", top-5 err {top5:.2f}%" if classes > 5 else "")
+
+
 def _topk_correct(logits: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[int, int]:
     top = logits.topk(k, dim=1).indices
     hits = top == targets[:, None]
@@ -128,5 +134,5 @@ def evaluate(
         results[str(size)] = measure(model, loader, processes)
     return {
         "weights": str(trained.path), "model": record.name, "data": trained.data,
-        "results": results,
+        "classes": record.num_classes, "results": results,
     }

@@ -592,3 +592,38 @@ def test_eval_says_what_the_folder_scan_left_out(tmp_path, caplog):
     assert report["results"]["8"]["images"] == 6
     assert f"--data {folder}: left out 1 path(s) that are not image files, e.g. " \
         f"{folder}/val/class_0/self (symlink to a folder, not followed)" in caplog.text
+
+
+def test_default_evaluation_sizes_follow_the_training_size():
+    """The recipe's 224/320 only for 224 training (411b0df evaluated a 96 run at [96, 320])."""
+    assert resolve(TrainConfig(), "imagenet", "sknet50").eval_sizes == [224, 320]
+    assert resolve(TrainConfig(input_size=96), "imagenet", "sknet50").eval_sizes == [96, 137]
+    assert resolve(TrainConfig(), "digits", "sknet_digits").eval_sizes == [16]
+
+
+def test_the_log_says_the_schedule_threads_and_progress_and_no_top5_for_few_classes(
+    tmp_path, capsys, monkeypatch
+):
+    """The first line gives the lr by epoch (and says when a short run merges the schedule's
+    steps), a log that is not a terminal gets progress lines within an epoch, a 3-class run
+    shows no top-5 error (always 0 there), "1 epoch" is singular, and --threads holds for the
+    run and is given back after it."""
+    import sknet.training.reports as reports
+
+    monkeypatch.setattr(reports, "PROGRESS_SECONDS", 0.0)  # a line at every 10th step
+    threads = torch.get_num_threads()
+    summary = train(data="digits:0-2", out=str(tmp_path / "run"), model_kwargs=TINY,
+                    input_size=8, epochs=1, batch_size=10, threads=1)
+    log = capsys.readouterr().err
+    assert torch.get_num_threads() == threads and summary["threads"] == 1
+    first = next(line for line in log.splitlines() if line.startswith("training "))
+    assert "for 1 epoch, batch 10, lr 0.015625 (epoch 1); 1 epoch: too few to keep" in first
+    assert "1 process of 1 thread on cpu" in first
+    assert "epoch 1/1: step 10/" in log and "img/s, the epoch's steps done in about" in log
+    assert "top-1 err" in log and "top-5" not in log
+    summary = train(data="digits", out=str(tmp_path / "long"), model_kwargs=TINY,
+                    input_size=8, epochs=4, batch_size=64)
+    first = next(line for line in capsys.readouterr().err.splitlines()
+                 if line.startswith("training "))
+    assert "lr 0.1 (epoch 1), 0.01 (epoch 2), 0.001 (epochs 3-4)," in first  # at 0.3, 0.6, 0.9
+    assert "too few" not in first

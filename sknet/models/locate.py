@@ -84,6 +84,7 @@ def locate(location: str | os.PathLike, flag: str = "") -> Found:
 
 
 def _read(location: str | os.PathLike, flag: str) -> Found:
+    """:func:`locate` before the tensors are checked."""
     if is_hub_id(location):
         location = hub_folder(str(location))
     path = Path(location)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sknet.devices import DEVICE_HELP
+from sknet.devices import DEVICE_HELP, THREADS_HELP
 from sknet.errors import UserError
 from sknet.preprocessing import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from sknet.training.parsing import (
@@ -84,6 +84,7 @@ class TrainConfig:
             processes) and ``lr`` defaults to the recipe's, scaled linearly.
         seed: run seed (model init, shuffling, augmentation).
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``.
+        threads: CPU threads per process (default: PyTorch's).
         amp: autocast mixed precision with ``amp_dtype`` (``bf16`` or ``fp16``, the latter with a
             gradient scaler on CUDA).
         channels_last: NHWC memory format for the model and inputs.
@@ -152,6 +153,7 @@ class TrainConfig:
     ))
     seed: int = field(default=0, metadata=_flag(parse=int))
     device: str = field(default="auto", metadata=_flag(DEVICE_HELP))
+    threads: int | None = field(default=None, metadata=_flag(THREADS_HELP, parse=int))
     amp: bool = field(default=False, metadata=_flag("mixed precision (autocast)", parse=None))
     amp_dtype: str = field(default="bf16", metadata=_flag(
         "autocast dtype (default bf16)", choices=("bf16", "fp16")
@@ -313,8 +315,9 @@ def resolve(
     if fine_tuning and epochs_unset and train_size:
         steps = max(1, train_size // values["batch_size"])
         values["epochs"] = max(values["epochs"], math.ceil(FINE_TUNING_STEPS / steps))
-    if values["eval_sizes"] is None:
-        sizes = [values["input_size"] if s == recipe.input_size else s for s in recipe.eval_sizes]
+    if values["eval_sizes"] is None:  # the recipe's, scaled with the training size
+        scale = values["input_size"] / recipe.input_size
+        sizes = [max(MIN_INPUT_SIZE, round(size * scale)) for size in recipe.eval_sizes]
         values["eval_sizes"] = list(dict.fromkeys(sizes))
     if values["lr"] is None:
         values["lr"] = recipe.lr * values["batch_size"] / recipe.lr_batch
@@ -343,6 +346,10 @@ def resolve(
             (not 0 < resolved.min_scale <= 1, "min scale must be in (0, 1]"),
             (resolved.amp_dtype not in ("bf16", "fp16"), "amp dtype must be bf16 or fp16"),
             (resolved.save_every < 0, "save-every must be >= 0"),
+            (
+                resolved.threads is not None and resolved.threads < 1,
+                f"threads must be >= 1, got {resolved.threads}",
+            ),
             (
                 not 0 <= resolved.backbone_lr_scale <= 1,
                 "backbone lr scale must be in [0, 1] (a fraction of the classifier's)",

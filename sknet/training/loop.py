@@ -32,9 +32,10 @@ from sknet.devices import (
     gather,
     setup_processes,
     teardown_processes,
+    torch_threads,
 )
 from sknet.errors import UserError
-from sknet.evaluation import measure, val_loader
+from sknet.evaluation import errors_text, measure, val_loader
 from sknet.models import get_entry
 from sknet.models.resume_file import read_checkpoint
 from sknet.models.weights_io import read_weights, write_weights
@@ -134,6 +135,7 @@ class Trainer:
             self.net = torch.compile(self.net)
 
         self.loaders = make_loaders(config, source, processes, self.preprocessing)
+        self.classes = len(source.class_names)
         self.progress = Progress(skipped={item.path for item in source.skipped})
         self.resume_notes: list[str] = []
         if state is not None:
@@ -159,7 +161,7 @@ class Trainer:
     # -- output -----------------------------------------------------------------------------
 
     def log(self, message: str) -> None:
-        if self.processes.main:
+        if self.processes.main and message:
             tqdm.write(message, file=sys.stderr)
 
     def _checkpoint(self) -> None:
@@ -251,6 +253,8 @@ class Trainer:
         loss_sum += state.epoch_sums[0]
         images_done, seconds = state.epoch_sums[1], state.epoch_sums[2]
         show = self.processes.main and sys.stderr.isatty()
+        lines = reports.ProgressLines(self.processes.main and not show)
+        steps = self.loaders.sampler.steps_per_epoch
         progress = tqdm(
             total=self.loaders.sampler.steps_per_epoch, initial=state.step, disable=not show,
             desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False, dynamic_ncols=True,
@@ -281,8 +285,11 @@ class Trainer:
                 if state.step % 10 == 0 or saving:
                     elapsed = seconds + time.perf_counter() - started
                     mean = loss_sum.item() / max(images_done / self.processes.world_size, 1)
-                    progress.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_done / elapsed:.0f}")
+                    rate = images_done / elapsed
+                    progress.set_postfix(loss=f"{mean:.4f}", img_s=f"{rate:.0f}")
                     self._check_finite(mean, "the training loss")
+                    self.log(lines.line(f"{state.epoch + 1}/{config.epochs}", state.step, steps,
+                                        config.batch_size, mean, rate))
                 if (saving or stopping) and mid_epoch:
                     state.epoch_sums = [
                         loss_sum.item(), images_done, seconds + time.perf_counter() - started
@@ -323,8 +330,9 @@ class Trainer:
         self._write_reports()
         self.log(
             f"epoch {row['epoch']:>3}/{config.epochs}  lr {lr:.4g}  train loss "
-            f"{row['train_loss']:.4f}  val top-1 err {row['val_top1_err']:.2f}%  top-5 err "
-            f"{row['val_top5_err']:.2f}%  {row['img_per_s']:.0f} img/s  {row['seconds']:.1f} s"
+            f"{row['train_loss']:.4f}  val top-1 err {row['val_top1_err']:.2f}%"
+            + (f"  top-5 err {row['val_top5_err']:.2f}%" if self.classes > 5 else "")
+            + f"  {row['img_per_s']:.0f} img/s  {row['seconds']:.1f} s"
             + (f"  peak GPU memory {peak_mib:,.0f} MiB" if peak_mib is not None else "")
         )
         if state.skipped:
@@ -351,9 +359,12 @@ class Trainer:
             params = sum(p.numel() for p in self.model.parameters())
             self.log(
                 f"training {self.config.model} ({params:,} parameters) on {self.config.data} "
-                f"({len(self.source.class_names)} classes) for {self.config.epochs} epochs, batch "
-                f"{self.config.batch_size}, lr {self.config.lr:g}, {self.processes.world_size} "
-                f"process(es) on {self.device}; writing to {self.out}"
+                f"({len(self.source.class_names)} classes) for "
+                f"{reports.plural(self.config.epochs, 'epoch')}, batch {self.config.batch_size}, "
+                f"{reports.schedule_text(self.config)}, "
+                f"{reports.plural(self.processes.world_size, 'process')} of "
+                f"{reports.plural(torch.get_num_threads(), 'thread')} on {self.device}; "
+                f"writing to {self.out}"
             )
         try:
             with self.stop:  # SIGTERM, SIGINT: stop at the next step boundary, resumable
@@ -370,10 +381,9 @@ class Trainer:
                 writer.close()
         summary = self._write_reports({"eval": self._final_eval()})
         if self.processes.main:
-            self.log(
-                f"best: epoch {summary['best_epoch']}, val top-1 err {summary['top1_err']:.2f}%, "
-                f"top-5 err {summary['top5_err']:.2f}% ({self.out / 'best.safetensors'})"
-            )
+            errors = errors_text(summary["top1_err"], summary["top5_err"], self.classes)
+            self.log(f"best: epoch {summary['best_epoch']}, val {errors} "
+                     f"({self.out / 'best.safetensors'})")
         return summary
 
     def _stop_requested(self, step: int) -> int | None:
@@ -410,8 +420,8 @@ class Trainer:
             )
             metrics = measure(self.model, loader, self.processes, self.config.channels_last)
             results[str(size)] = {key: round(metrics[key], 4) for key in ("top1_err", "top5_err")}
-            self.log(f"best weights at {size}x{size}: top-1 err {metrics['top1_err']:.2f}%, "
-                     f"top-5 err {metrics['top5_err']:.2f}%")
+            errors = errors_text(metrics["top1_err"], metrics["top5_err"], self.classes)
+            self.log(f"best weights at {size}x{size}: {errors}")
         return results
 
 
@@ -469,10 +479,11 @@ def train(
         run_id = None if state is None else state.get("run_id")
         checkpoint = None if resume is None else Path(resume)
         notes = claim_folder(lock, command, run_id, checkpoint, processes)
-        trainer = Trainer(config, source, processes, state, command, start, run_id=run_id,
-                          resumed_from=str(resume))
-        trainer.notes += notes
-        return trainer.fit()
+        with torch_threads(config.threads):
+            trainer = Trainer(config, source, processes, state, command, start, run_id=run_id,
+                              resumed_from=str(resume))
+            trainer.notes += notes
+            return trainer.fit()
     finally:
         lock.release()
         torch.backends.cudnn.benchmark = benchmark

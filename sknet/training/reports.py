@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
+import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -20,13 +21,66 @@ from sknet.data import printable
 from sknet.devices import Processes
 from sknet.errors import UserError
 from sknet.training.checkpoint import Progress
-from sknet.training.config import ResolvedConfig
+from sknet.training.config import ResolvedConfig, lr_at, schedule
 from sknet.training.run_folder import CONFIG_HEADER
 
 METRICS = ["epoch", "lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s", "seconds"]
 """Columns of ``metrics.csv`` (and ``peak_mem_mib`` on CUDA)."""
 SCALARS = ("lr", "train_loss", "val_top1_err", "val_top5_err", "img_per_s")
 """The metrics logged to TensorBoard per epoch."""
+
+
+PROGRESS_SECONDS = 60.0
+"""When stderr is not a terminal (a log file, a cluster job), a progress line this often."""
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def schedule_text(config: ResolvedConfig) -> str:
+    """The learning rate by epoch, e.g. ``lr 0.1 (epochs 1-7), 0.01 (epochs 8-11), ...``, and
+    a warning where a run is too short to keep the schedule's divisions apart."""
+    rates = [lr_at(epoch, config) for epoch in range(config.epochs)]
+    parts, first = [], 0
+    for epoch in range(1, config.epochs + 1):
+        if epoch == config.epochs or rates[epoch] != rates[first]:
+            span = f"epoch {first + 1}" if epoch - first == 1 else f"epochs {first + 1}-{epoch}"
+            parts.append(f"{rates[first]:g} ({span})")
+            first = epoch
+    text = "lr " + ", ".join(parts)
+    milestones = schedule(config)
+    if len(set(milestones)) < len(milestones):
+        text += (
+            f"; {plural(config.epochs, 'epoch')}: too few to keep the schedule's divisions (at "
+            f"{', '.join(f'{m:g}' for m in config.lr_milestones)} of the run) apart, several "
+            "fall on one epoch"
+        )
+    return text
+
+
+class ProgressLines:
+    """A line with the step, the loss, img/s and the epoch's remaining time every
+    :data:`PROGRESS_SECONDS`, for logs that are not a terminal (which show a progress bar)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = time.perf_counter()
+
+    def line(
+        self, epoch: str, step: int, steps: int, batch: int, loss: float, images_per_s: float
+    ) -> str:
+        """The line due now (``epoch`` as ``3/15``, ``batch`` global images a step), or ``""``."""
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < PROGRESS_SECONDS or images_per_s <= 0:
+            return ""
+        self.last = now
+        left = (steps - step) * batch / images_per_s
+        return (
+            f"epoch {epoch}: step {step}/{steps}, loss {loss:.4f}, {images_per_s:.0f} img/s, "
+            f"the epoch's steps done in about {left:.0f} s"
+        )
 
 
 def code_version() -> str:
