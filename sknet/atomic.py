@@ -155,10 +155,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(temporary)
 
 
+def printable(text: str) -> str:
+    """``text`` (a path, or a line naming one) as any file or terminal takes it: the bytes of a
+    file name that are not UTF-8 (which Python carries as lone surrogates, ``"bad\\udcff.jpg"``)
+    written as ``\\xff`` escapes (``bad\\xff.jpg``), as ``skipped_files.txt`` and the log lines
+    show them."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
-    """Atomically replace ``path`` by ``text`` (UTF-8)."""
+    """Atomically replace ``path`` by ``text`` in UTF-8 (file names that are not UTF-8 written as
+    :func:`printable` writes them)."""
     with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
+        temporary.write_text(printable(text), encoding="utf-8")
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

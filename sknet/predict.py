@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from sknet.data import eval_transform, printable, read_image
+from sknet.atomic import printable
+from sknet.data import eval_transform, read_image
 from sknet.devices import pick_device
 from sknet.errors import UserError
 from sknet.layers.common import input_channels

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from torch import nn
 
-from sknet.data import Source, open_data, printable
+from sknet.atomic import printable
+from sknet.data import Source, open_data
 from sknet.errors import UserError
 from sknet.models.factory import load
 from sknet.preprocessing import Preprocessing, resolve_preprocessing

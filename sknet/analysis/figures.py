@@ -11,8 +11,7 @@ import torch
 
 from sknet.analysis.report import difference_label, large_label
 from sknet.analysis.stimulus import enlarge, scale_label
-from sknet.atomic import atomic_path
-from sknet.data import printable
+from sknet.atomic import atomic_path, printable
 from sknet.preprocessing import Preprocessing
 
 

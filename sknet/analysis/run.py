@@ -26,7 +26,8 @@ from sknet.analysis.sizes import SizeStatistics, size_bins
 from sknet.analysis.statistics import AttentionStatistics, default_channel_group
 from sknet.analysis.stimulus import SCALES, crop_side, enlarge
 from sknet.analysis.tables import write_tables
-from sknet.data import Skipped, collate, printable
+from sknet.atomic import printable
+from sknet.data import Skipped, collate
 from sknet.devices import default_workers, pick_device
 from sknet.errors import UserError
 from sknet.layers import SKConv

@@ -11,8 +11,7 @@ from typing import Any
 
 from sknet.analysis.sizes import SIZE_COLUMNS, size_rows
 from sknet.analysis.statistics import number
-from sknet.atomic import write_json, write_text
-from sknet.data import printable
+from sknet.atomic import printable, write_json, write_text
 
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -41,7 +41,6 @@ from sknet.data.source import (
     Source,
     Unreadable,
     collate,
-    printable,
     sample_seed,
 )
 from sknet.data.synthetic import SYNTHETIC_IMAGES, SyntheticSource
@@ -65,7 +64,6 @@ __all__ = [
     "collate",
     "eval_transform",
     "open_data",
-    "printable",
     "read_image",
     "sample_seed",
 ]

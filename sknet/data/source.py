@@ -8,7 +8,6 @@ mid-epoch, with any number of loader workers or processes, sees exactly the same
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,17 +26,6 @@ class Skipped:
 
     path: str
     reason: str
-
-
-def printable(text: str) -> str:
-    """``text`` (a path, or a line naming one) as any file or terminal takes it: the bytes of a
-    file name that are not UTF-8 (which Python carries as lone surrogates, ``"bad\\udcff.jpg"``)
-    written as ``\\xff`` escapes (``bad\\xff.jpg``), as ``skipped_files.txt`` and the log lines
-    show them."""
-    try:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # surrogates that no file name decodes to
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sknet.atomic import check_writable
-from sknet.data import Source, open_data, printable
+from sknet.atomic import check_writable, printable
+from sknet.data import Source, open_data
 from sknet.devices import (
     Processes,
     all_sum,

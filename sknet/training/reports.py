@@ -16,8 +16,7 @@ import torch
 import yaml
 from torch import nn
 
-from sknet.atomic import write_json, write_text
-from sknet.data import printable
+from sknet.atomic import printable, write_json, write_text
 from sknet.devices import Processes
 from sknet.errors import UserError
 from sknet.training.checkpoint import Progress
