@@ -10,6 +10,7 @@ from sknet.profiling import (
     check_row,
     family,
     format_table,
+    model_table,
     profile,
     report,
 )
@@ -94,6 +95,17 @@ def test_the_function_does_not_shadow_its_module():
 
     assert sknet.profile is sknet.profiling.profile and callable(sknet.profile)
     assert sknet.profile("sknet_digits", 16).params == 178_986
+
+
+def test_readme_shows_the_current_model_table():
+    """README.md holds `sknet models --table` between its markers; regenerate it when this
+    fails (the counts, the paper's errors and the hub ids come from the registry)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- model-table -->\n", 1)[1].split("\n<!-- /model-table -->", 1)[0]
+    table = model_table()
+    assert shown == table
+    assert len(table.splitlines()) == 2 + len(list_models())
+    assert "| `sknet50` | SKNet | 27.48M | 4.47G | 224 | 20.79 (Tables 1-2) |" in table
 
 
 def test_families_and_sizes_come_from_the_configs():
