@@ -24,7 +24,7 @@ from sknet.export import export_checkpoint
 from sknet.models import create_model, list_models, load_pretrained, model_card
 from sknet.models.locate import WEIGHTS_HELP
 from sknet.predict import format_prediction, predict
-from sknet.profiling import format_derivations, format_table, report
+from sknet.profiling import format_derivations, format_table, model_table, report
 from sknet.training import RunStopped, train
 from sknet.training.config import options
 from sknet.training.parsing import parse_size, parse_sizes
@@ -69,6 +69,9 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    if args.table:
+        print(model_table())
+        return 0
     print("\n".join(list_models(args.pattern)))
     return 0
 
@@ -357,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list registered model names")
     models.add_argument("pattern", nargs="?", default="", help="only names containing this text")
+    models.add_argument(
+        "--table", action="store_true",
+        help="every model as a Markdown table: family, #P, MACs, input size, the paper's top-1 "
+        "error, published weights (the README's table)",
+    )
     models.set_defaults(func=_models)
 
     _add_train(commands)

@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from sknet.models import create_model, get_entry, paper_rows
+from sknet.models import ShuffleNetV2, create_model, get_entry, list_models, paper_rows
 from sknet.models.complexity import Profile, profile_model
-from sknet.models.registry import Paper, PaperRow
+from sknet.models.registry import ModelEntry, Paper, PaperRow
 
 
 def profile(name: str, input_size: int | None = None, **kwargs: Any) -> Profile:
@@ -146,3 +146,81 @@ def format_derivations(reports: Iterable[RowReport]) -> str:
             notes.append(f"- **{item.row.label}**: {derivation.why}")
     return "\n".join(notes)
 
+
+
+# -- the README's model table -----------------------------------------------------------------
+
+UNSIZED_INPUT = 16
+"""The input size of a registered model that records none (the digits models, whose data decides):
+the built-in digits at the digits recipe's input size (``sknet.training.recipe.DIGITS_RECIPE``,
+which the tests compare; this module does not import training)."""
+
+
+def input_size(entry: ModelEntry) -> int:
+    """The side of the square input a model is counted at: its preprocessing's, else the paper's,
+    else :data:`UNSIZED_INPUT`."""
+    if entry.preprocessing is not None:
+        return entry.preprocessing.input_size
+    return entry.paper.input_size if entry.paper is not None else UNSIZED_INPUT
+
+
+def family(entry: ModelEntry) -> str:
+    """The model's family, read from its builder and config: the block, the number of branches
+    and attention (SK), ``se_reduction`` (SE) and the stem (CIFAR, or digits: one input channel).
+    """
+    config = entry.config
+    selective = len(config.get("branches", ())) > 1 and config.get("attention", True)
+    squeezed = config.get("se_reduction") is not None
+    if issubclass(entry.builder, ShuffleNetV2):
+        name = "SK-ShuffleNetV2" if selective else "SE-ShuffleNetV2" if squeezed else "ShuffleNetV2"
+    elif config.get("block") == "basic":
+        name = "SK-ResNet" if selective else "SE-ResNet" if squeezed else "ResNet"
+    else:
+        name = "SKNet" if selective else "SENet" if squeezed else "ResNeXt"
+    if config.get("stem") == "cifar":
+        name += " (digits)" if config.get("in_chans") == 1 else " (CIFAR)"
+    return name
+
+
+def _short(count: float) -> str:
+    """``27.48M``, ``4.47G``, ``178.99K``: two decimals in the largest unit below the count."""
+    for suffix in ("G", "M", "K"):
+        if count >= _UNITS[suffix]:
+            return f"{count / _UNITS[suffix]:.2f}{suffix}"
+    return str(int(count))
+
+
+def _paper_error(entry: ModelEntry) -> str:
+    paper = entry.paper
+    error = paper.top1_err(entry.default_num_classes) if paper is not None else None
+    if error is None:
+        return "-"
+    return f"{error:.2f} ({paper.source})"
+
+
+def _weights(entry: ModelEntry) -> str:
+    if entry.hub_id is None:
+        return "train your own"
+    return f"`hf-hub:{entry.hub_id}` (timm's; or `pretrained=True`)"
+
+
+def model_table() -> str:
+    """A Markdown table of every registered model: family, parameters and multiply-adds counted
+    here (on the meta device, at the input size; multiply-adds as the paper's convention for the
+    model counts them), the paper's top-1 error (or that of the source its entry names) and
+    where published weights are. ``sknet models --table`` prints it; the README holds it."""
+    lines = [
+        "| model | family | #P | MACs | input | top-1 err % (source) | weights |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in list_models():
+        entry = get_entry(name)
+        size = input_size(entry)
+        counts = profile(name, size)
+        convention = entry.paper.counting if entry.paper is not None else "sk"
+        lines.append(
+            f"| `{name}` | {family(entry)} | {_short(counts.params)} | "
+            f"{_short(counts.counted(convention))} | {size} | {_paper_error(entry)} | "
+            f"{_weights(entry)} |"
+        )
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import timm
 import torch
@@ -40,6 +41,7 @@ BLOCK = re.compile(
     r"(?:<!-- docs-check: (?P<marker>[^>]*?) -->\n)?```(?P<language>\w*)\n(?P<body>.*?)^```",
     re.DOTALL | re.MULTILINE,
 )
+HUB_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SPECS = ("digits", "synthetic", "scaled-mnist", "scaled-digits")
 """``--data`` values that name built-in data rather than a path."""
 
@@ -163,7 +165,8 @@ def check_data(block: Block, tally: Tally) -> None:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A folder holding what the docs assume a reader has: timm's SKNet-50 download (a random
-    ``skresnext50_32x4d`` in timm's file layout), released ImageNet-size weights (``weights/``)
+    ``skresnext50_32x4d`` in timm's file layout, also in a Hugging Face cache, ``hub-cache/``,
+    under its hub id), released ImageNet-size weights (``weights/``)
     and two photos (``cat.jpg``, ``dog.png``)."""
     folder = tmp_path_factory.mktemp("reader")
     torch.manual_seed(0)
@@ -175,6 +178,13 @@ def workspace(tmp_path_factory) -> Path:
     config = {"architecture": "skresnext50_32x4d", "num_classes": 1000,
               "pretrained_cfg": dict(theirs.pretrained_cfg)}
     (hub / "config.json").write_text(json.dumps(config, default=str))
+    # The same files as the Hugging Face cache holds timm's download (read offline by hub id).
+    cached = folder / "hub-cache" / "models--timm--skresnext50_32x4d.ra_in1k"
+    (cached / "snapshots" / HUB_COMMIT).mkdir(parents=True)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text(HUB_COMMIT)
+    for name in ("model.safetensors", "config.json"):
+        (cached / "snapshots" / HUB_COMMIT / name).write_bytes((hub / name).read_bytes())
     sknet.save_pretrained(sknet.create_model("sknet50"), folder / "weights")
     generator = torch.Generator().manual_seed(1)
     for name in ("cat.jpg", "dog.png"):
@@ -197,6 +207,8 @@ def test_the_blocks_are_found():
 
 def test_every_command_and_code_line_runs_as_shown(workspace, monkeypatch, capsys):
     monkeypatch.chdir(workspace)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(workspace / "hub-cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     tally = Tally()
     namespaces: dict[str, dict] = {}
     for block in blocks():

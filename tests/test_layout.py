@@ -1,6 +1,6 @@
 """The package's shape: no import cycle (imports inside functions included), layers below models
 below the task modules, evaluation and analysis apart from the training loop, modules of one job
-and a README Layout table that agrees with the tree."""
+and a Layout table (docs/architecture.md) that agrees with the tree."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "sknet"
 MAX_LINES = 500
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+"""The document whose "## Layout" table lists the package, top row importing the rows below."""
 
 
 def _module_name(path: Path) -> str:
@@ -157,22 +159,21 @@ def test_modules_hold_one_job():
         assert lines <= MAX_LINES, f"{module}: {lines} lines; split it by job"
 
 
-def test_readme_layout_table_matches_the_tree():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    table = readme.split("## Layout", 1)[1]
+def test_layout_table_matches_the_tree():
+    table = ARCHITECTURE.read_text(encoding="utf-8").split("## Layout", 1)[1]
     listed = set(re.findall(r"^\| `([^`]+)`", table, flags=re.MULTILINE))
     for entry in listed:
-        assert (ROOT / entry.rstrip("/")).exists(), f"README Layout lists {entry}, not in the tree"
+        assert (ROOT / entry.rstrip("/")).exists(), f"Layout lists {entry}, not in the tree"
     for path in sorted(PACKAGE.iterdir()):
         if path.name.startswith(("_", ".")) or path.suffix not in (".py", ""):
             continue
         shown = f"sknet/{path.name}" + ("/" if path.is_dir() else "")
-        assert shown in listed, f"README Layout does not list {shown}"
+        assert shown in listed, f"Layout does not list {shown}"
 
 
-def test_imports_flow_down_the_readme_layout_table():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    rows = re.findall(r"^\| `sknet/([^`]+)`", readme.split("## Layout", 1)[1], flags=re.MULTILINE)
+def test_imports_flow_down_the_layout_table():
+    table = ARCHITECTURE.read_text(encoding="utf-8").split("## Layout", 1)[1]
+    rows = re.findall(r"^\| `sknet/([^`]+)`", table, flags=re.MULTILINE)
     rank = {"sknet." + row.rstrip("/").removesuffix(".py").replace("/", "."): i
             for i, row in enumerate(rows)}
 

@@ -4,9 +4,19 @@ import pytest
 
 from sknet.cli import main
 from sknet.models import list_models, paper_rows
-from sknet.profiling import Printed, check_row, format_table, profile, report
+from sknet.profiling import (
+    UNSIZED_INPUT,
+    Printed,
+    check_row,
+    family,
+    format_table,
+    model_table,
+    profile,
+    report,
+)
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "reproducing.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "reproducing.md"
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +95,35 @@ def test_the_function_does_not_shadow_its_module():
 
     assert sknet.profile is sknet.profiling.profile and callable(sknet.profile)
     assert sknet.profile("sknet_digits", 16).params == 178_986
+
+
+def test_readme_shows_the_current_model_table():
+    """README.md holds `sknet models --table` between its markers; regenerate it when this
+    fails (the counts, the paper's errors and the hub ids come from the registry)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- model-table -->\n", 1)[1].split("\n<!-- /model-table -->", 1)[0]
+    table = model_table()
+    assert shown == table
+    assert len(table.splitlines()) == 2 + len(list_models())
+    assert "| `sknet50` | SKNet | 27.48M | 4.47G | 224 | 20.79 (Tables 1-2) |" in table
+
+
+def test_families_and_sizes_come_from_the_configs():
+    from sknet.models import get_entry
+    from sknet.training.recipe import DIGITS_RECIPE
+
+    assert DIGITS_RECIPE.input_size == UNSIZED_INPUT
+    expected = {
+        "sknet50": "SKNet", "sknet29": "SKNet (CIFAR)", "sknet_digits": "SKNet (digits)",
+        "resnext50_32x4d": "ResNeXt", "seresnext50_32x4d": "SENet", "resnet18": "ResNet",
+        "skresnet18": "SK-ResNet", "shufflenet_v2_x1_0": "ShuffleNetV2",
+        "se_shufflenet_v2_x1_0": "SE-ShuffleNetV2", "sk_shufflenet_v2_x1_0": "SK-ShuffleNetV2",
+        "senet_digits": "SENet (digits)", "resnext29_8x64d": "ResNeXt (CIFAR)",
+    }
+    assert {name: family(get_entry(name)) for name in expected} == expected
+
+
+def test_cli_models_table_prints_the_function(capsys, monkeypatch):
+    monkeypatch.setattr("sknet.cli.model_table", lambda: "| the table |")
+    assert main(["models", "--table"]) == 0
+    assert capsys.readouterr().out == "| the table |\n"
