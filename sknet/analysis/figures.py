@@ -26,6 +26,20 @@ def _titled(figure: Any, title: str, report: dict[str, Any]) -> Any:
     return figure
 
 
+def _difference_axis(report: dict[str, Any]) -> str:
+    return f"mean attention difference ({difference_label(report)})"
+
+
+def _label(axes, xlabel: str, ylabel: str, title: str, legend: str | None = None) -> None:
+    """A panel's axis labels, title, legend (titled ``legend``, if any) and grid."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if legend is not None:
+        axes.legend(title=legend)
+    axes.grid(alpha=0.3)
+
+
 def _display(image: torch.Tensor, preprocessing: Preprocessing):
     """A normalised ``[C, H, W]`` input as an array for ``imshow`` (pixels back in [0, 1])."""
     mean, std = (
@@ -47,11 +61,8 @@ def _channel_panel(axes, report: dict[str, Any], groups, stds=None) -> None:
                   label=scale_label(scale))
         if stds is not None:
             _band(axes, x, values, stds[position][unit["large"]], f"C{position}")
-    axes.set_xlabel(f"channel index (averages of {group} successive channels)")
-    axes.set_ylabel("attention")
-    axes.set_title(f"attention for {large_label(report)} in {report['unit']}")
-    axes.legend(title="object size")
-    axes.grid(alpha=0.3)
+    _label(axes, f"channel index (averages of {group} successive channels)", "attention",
+           f"attention for {large_label(report)} in {report['unit']}", "object size")
 
 
 def _band(axes, x, values, spread, color: str) -> None:
@@ -74,11 +85,8 @@ def _unit_panel(axes, report: dict[str, Any], values, stds=None) -> None:
             _band(axes, x, y, [stds[name][position] for name in names], f"C{position}")
     axes.axhline(0, color="0.5", linewidth=0.8)
     axes.set_xticks(x, names)
-    axes.set_xlabel("SK unit (last of each stage)")
-    axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
-    axes.set_title("large minus small kernel, per unit")
-    axes.legend(title="object size")
-    axes.grid(alpha=0.3)
+    _label(axes, "SK unit (last of each stage)", _difference_axis(report),
+           "large minus small kernel, per unit", "object size")
 
 
 def figure_sample(report: dict[str, Any], sample: dict[str, Any], images, preprocessing):
@@ -141,10 +149,8 @@ def figure_classes(report: dict[str, Any]):
                       marker="o" if few else None, linewidth=1.2 if few else 0.6)
         if few:
             axes.set_xticks(x, names)
-        axes.set_xlabel("class" if few else "class index")
-        axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
-        axes.set_title(f"{name}, per class")
-        axes.grid(alpha=0.3)
+        _label(axes, "class" if few else "class index", _difference_axis(report),
+               f"{name}, per class")
     # One legend beside the panels: inside one it can hide a class's point.
     figure.legend(*panels[0].get_legend_handles_labels(), title="object size",
                   loc="outside right upper")
@@ -180,11 +186,8 @@ def figure_sizes(report: dict[str, Any]):
         axes.errorbar(centres, values["mean"], yerr=values["sem"], marker="o", capsize=3,
                       color=f"C{position}", label=name)
     axes.axhline(0, color="0.5", linewidth=0.8)
-    axes.set_xlabel("object height on the canvas (pixels, measured)")
-    axes.set_ylabel(f"mean attention difference ({difference_label(report)})")
-    axes.set_title("large minus small kernel, by true object size")
-    axes.legend(title="SK unit")
-    axes.grid(alpha=0.3)
+    _label(axes, "object height on the canvas (pixels, measured)", _difference_axis(report),
+           "large minus small kernel, by true object size", "SK unit")
     total = sum(sizes["images"])
     return _titled(figure, f"Attention by object size ({total} images, bars: ±1 s.e.)", report)
 

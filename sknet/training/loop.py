@@ -24,9 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from sknet.atomic import check_writable, printable
-from sknet.data import Source, open_data
+from sknet.data import open_data
 from sknet.devices import (
-    Processes,
     all_sum,
     broadcast_buffers,
     gather,
@@ -48,14 +47,13 @@ from sknet.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sknet.training.config import ResolvedConfig, layer, lr_at, resolve
+from sknet.training.config import layer, lr_at, resolve
 from sknet.training.recipe import DEFAULT_MODELS
 from sknet.training.run_folder import claim_folder, new_run_id
 from sknet.training.run_lock import RunLock
-from sknet.training.setup import make_loaders, prepare_model
+from sknet.training.setup import RunStart, make_loaders, prepare_model
 from sknet.training.signals import RunStopped, StopSignals, stop_message
 from sknet.training.transfer import (
-    Start,
     freeze,
     frozen_modules,
     keep_frozen,
@@ -73,32 +71,16 @@ class Trainer:
     """One training run; :func:`train` builds it and calls :meth:`fit`.
 
     Args:
-        config: the resolved settings.
-        source: the opened dataset.
-        processes: this process's place in the run.
-        state: the checkpoint to resume from, if any.
-        command: the command line to record.
-        start: the weights to fine-tune from (not on resume: the checkpoint holds the model).
+        run: what the run starts from (:class:`~sknet.training.setup.RunStart`).
         run_id: the run's id (default: the checkpoint's, else a new one).
-        resumed_from: where ``state`` was read (for messages).
     """
 
-    def __init__(
-        self,
-        config: ResolvedConfig,
-        source: Source,
-        processes: Processes,
-        state: dict[str, Any] | None,
-        command: str,
-        start: Start | None = None,
-        *,
-        run_id: str | None = None,
-        resumed_from: str = "last.pt",
-    ) -> None:
+    def __init__(self, run: RunStart, run_id: str | None = None) -> None:
+        config, source, processes, state = run.config, run.source, run.processes, run.state
         self.config = config
         self.source = source
         self.processes = processes
-        self.command = command
+        self.command = run.command
         self.out = Path(config.out)
         self.device = processes.device
         if self.device.type == "cuda":
@@ -106,9 +88,7 @@ class Trainer:
 
         self.run_id = run_id or (state or {}).get("run_id") or new_run_id()
         self.stop = StopSignals()
-        self.model, self.preprocessing, self.notes = prepare_model(
-            config, source, processes, state, start, command, resumed_from
-        )
+        self.model, self.preprocessing, self.notes = prepare_model(run)
         self.frozen = frozen_modules(self.model, config.freeze)
         if self.frozen:
             count = freeze(self.frozen)
@@ -480,8 +460,8 @@ def train(
         checkpoint = None if resume is None else Path(resume)
         notes = claim_folder(lock, command, run_id, checkpoint, processes)
         with torch_threads(config.threads):
-            trainer = Trainer(config, source, processes, state, command, start, run_id=run_id,
-                              resumed_from=str(resume))
+            run = RunStart(config, source, processes, command, state, start, str(resume))
+            trainer = Trainer(run, run_id)
             trainer.notes += notes
             return trainer.fit()
     finally:

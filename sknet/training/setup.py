@@ -73,30 +73,47 @@ def _check_resumed(
         )
 
 
-def prepare_model(
-    config: ResolvedConfig,
-    source: Source,
-    processes: Processes,
-    state: dict[str, Any] | None,
-    start: Start | None,
-    command: str,
-    resumed_from: str = "last.pt",
-) -> tuple[nn.Module, Preprocessing, list[str]]:
+@dataclass(frozen=True)
+class RunStart:
+    """What a run starts from.
+
+    Attributes:
+        config: the resolved settings.
+        source: the opened dataset.
+        processes: this process's place in the run.
+        command: the command line to record.
+        state: the checkpoint to resume from, if any.
+        start: the weights to fine-tune from (not on resume: the checkpoint holds the model).
+        resumed_from: where ``state`` was read (for messages).
+    """
+
+    config: ResolvedConfig
+    source: Source
+    processes: Processes
+    command: str
+    state: dict[str, Any] | None = None
+    start: Start | None = None
+    resumed_from: str = "last.pt"
+
+
+def prepare_model(run: RunStart) -> tuple[nn.Module, Preprocessing, list[str]]:
     """The network to train, on its device, its preprocessing, and what the log should say.
 
-    From ``state`` (a resumed ``last.pt``, read from ``resumed_from``: its record and weights),
-    from ``start`` (fine-tuning) or new (He initialisation under the run's seed). The record says
-    where the weights come from: the dataset, the evaluation sizes, ``command`` and the code's
-    version. With ``--sync-bn`` on several processes, its BatchNorms normalise over the global
-    batch.
+    From ``run.state`` (a resumed ``last.pt``: its record and weights), from ``run.start``
+    (fine-tuning) or new (He initialisation under the run's seed). The record says where the
+    weights come from: the dataset, the evaluation sizes, the command and the code's version.
+    With ``--sync-bn`` on several processes, its BatchNorms normalise over the global batch.
     """
+    config, source, processes, state, start = (
+        run.config, run.source, run.processes, run.state, run.start
+    )
     kwargs = dict(config.model_kwargs)
     entry = get_entry(config.model)
     if source.channels != entry.config.get("in_chans", 3) and "in_chans" not in kwargs:
         kwargs["in_chans"] = source.channels
     notes: list[str] = []
     if state is not None:
-        _check_resumed(state, config, source, kwargs, resumed_from)
+        _check_resumed(state, config, source, kwargs, run.resumed_from)
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -116,7 +133,7 @@ def prepare_model(
         model.record.with_classes(len(source.class_names), source.class_names),
         preprocessing=preprocessing,
         extra={
-            "dataset": config.data, "eval_sizes": list(config.eval_sizes), "command": command,
+            "dataset": config.data, "eval_sizes": list(config.eval_sizes), "command": run.command,
             "sknet_version": code_version(),
         },
     )
