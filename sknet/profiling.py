@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from sknet.models import ShuffleNetV2, create_model, get_entry, list_models, paper_rows
-from sknet.models.complexity import Profile, profile_model
+from sknet.models.complexity import Profile, profile_model, short_count
 from sknet.models.registry import ModelEntry, Paper, PaperRow
 
 
@@ -150,18 +150,6 @@ def format_derivations(reports: Iterable[RowReport]) -> str:
 
 # -- the README's model table -----------------------------------------------------------------
 
-UNSIZED_INPUT = 16
-"""The input size of a registered model that records none (the digits models, whose data decides):
-the built-in digits at the digits recipe's input size (``sknet.training.recipe.DIGITS_RECIPE``,
-which the tests compare; this module does not import training)."""
-
-
-def input_size(entry: ModelEntry) -> int:
-    """The side of the square input a model is counted at: its preprocessing's, else the paper's,
-    else :data:`UNSIZED_INPUT`."""
-    if entry.preprocessing is not None:
-        return entry.preprocessing.input_size
-    return entry.paper.input_size if entry.paper is not None else UNSIZED_INPUT
 
 
 def family(entry: ModelEntry) -> str:
@@ -180,14 +168,6 @@ def family(entry: ModelEntry) -> str:
     if config.get("stem") == "cifar":
         name += " (digits)" if config.get("in_chans") == 1 else " (CIFAR)"
     return name
-
-
-def _short(count: float) -> str:
-    """``27.48M``, ``4.47G``, ``178.99K``: two decimals in the largest unit below the count."""
-    for suffix in ("G", "M", "K"):
-        if count >= _UNITS[suffix]:
-            return f"{count / _UNITS[suffix]:.2f}{suffix}"
-    return str(int(count))
 
 
 def _paper_error(entry: ModelEntry) -> str:
@@ -215,12 +195,12 @@ def model_table() -> str:
     ]
     for name in list_models():
         entry = get_entry(name)
-        size = input_size(entry)
+        size = entry.input_size
         counts = profile(name, size)
         convention = entry.paper.counting if entry.paper is not None else "sk"
         lines.append(
-            f"| `{name}` | {family(entry)} | {_short(counts.params)} | "
-            f"{_short(counts.counted(convention))} | {size} | {_paper_error(entry)} | "
+            f"| `{name}` | {family(entry)} | {short_count(counts.params)} | "
+            f"{short_count(counts.counted(convention))} | {size} | {_paper_error(entry)} | "
             f"{_weights(entry)} |"
         )
     return "\n".join(lines)

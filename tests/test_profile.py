@@ -5,7 +5,6 @@ import pytest
 from sknet.cli import main
 from sknet.models import list_models, paper_rows
 from sknet.profiling import (
-    UNSIZED_INPUT,
     Printed,
     check_row,
     family,
@@ -110,9 +109,10 @@ def test_readme_shows_the_current_model_table():
 
 def test_families_and_sizes_come_from_the_configs():
     from sknet.models import get_entry
+    from sknet.models.registry import UNSIZED_INPUT
     from sknet.training.recipe import DIGITS_RECIPE
 
-    assert DIGITS_RECIPE.input_size == UNSIZED_INPUT
+    assert DIGITS_RECIPE.input_size == UNSIZED_INPUT == get_entry("sknet_digits").input_size
     expected = {
         "sknet50": "SKNet", "sknet29": "SKNet (CIFAR)", "sknet_digits": "SKNet (digits)",
         "resnext50_32x4d": "ResNeXt", "seresnext50_32x4d": "SENet", "resnet18": "ResNet",

@@ -7,6 +7,7 @@ from tiny import TINY
 
 import sknet
 from sknet.cli import main
+from sknet.models.complexity import short_count
 from sknet.profiling import profile
 
 
@@ -17,7 +18,9 @@ def test_a_folder_gets_a_card_a_file_does_not(tmp_path):
                           preprocessing={"input_size": 8, "mean": [0.3], "std": [0.4]})
     card = (tmp_path / "digits" / "README.md").read_text()
     params = sum(p.numel() for p in model.parameters())
-    assert card.startswith("# sknet_digits\n") and f"| parameters | {params / 1e6:.2f}M |" in card
+    assert card.startswith("# sknet_digits\n") and f"| parameters | {short_count(params)} |" in card
+    macs = short_count(profile("sknet_digits", 8, **TINY).counted("sk"))  # the recorded size
+    assert f"| multiply-adds | {macs} at 8x8 |" in card
     assert "| classes | 10 (digit 0, digit 1, digit 2, digit 3, digit 4, ...) |" in card
     assert "centre 8x8 crop" in card and 'sknet.load_pretrained("digits")' in card
     assert "In timm" not in card  # no timm counterpart
@@ -39,7 +42,7 @@ def test_sknet_card_agrees_with_sknet_profile(capsys):
     assert main(["card", "sknet50"]) == 0
     card = capsys.readouterr().out
     counted = profile("sknet50")
-    assert f"| parameters | {counted.params / 1e6:.2f}M (paper: 27.5M) |" in card
+    assert f"| parameters | {short_count(counted.params)} (paper: 27.5M) |" in card
     macs = counted.counted("sk") / 1e9
     assert f"| multiply-adds | {macs:.2f}G at 224x224 (paper: 4.47G) |" in card
     assert "| paper top-1 error | 20.79% (224x224) |" in card

@@ -103,3 +103,12 @@ def profile_model(
             handle.remove()
     params = sum(p.numel() for p in model.parameters())
     return Profile(params, counter.get_total_flops() // 2, **parts)
+
+
+def short_count(count: float) -> str:
+    """``27.48M``, ``4.47G``, ``178.99K``: two decimals in the largest unit below the count (how
+    the model table and the cards print parameters and multiply-adds)."""
+    for suffix, unit in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= unit:
+            return f"{count / unit:.2f}{suffix}"
+    return str(int(count))

@@ -65,6 +65,12 @@ class Paper:
         return self.top1_320 if crop == 320 else self.top1_224
 
 
+UNSIZED_INPUT = 16
+"""The input size of a registered model that records none (the digits models, whose data decides):
+the built-in digits at the digits recipe's input size (``sknet.training.recipe.DIGITS_RECIPE``,
+which the tests compare; the registry imports no training code)."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered model: the builder and the keyword config that defines it.
@@ -86,6 +92,14 @@ class ModelEntry:
     lightweight: bool = False
     preprocessing: Preprocessing | None = PAPER_IMAGENET
     hub_id: str | None = None
+
+    @property
+    def input_size(self) -> int:
+        """The side of the square input the model is fed and counted at: its preprocessing's,
+        else the paper's, else :data:`UNSIZED_INPUT`."""
+        if self.preprocessing is not None:
+            return self.preprocessing.input_size
+        return self.paper.input_size if self.paper is not None else UNSIZED_INPUT
 
 
 _REGISTRY: dict[str, ModelEntry] = {}

@@ -16,17 +16,13 @@ from typing import Any
 from torch import nn
 
 from sknet.atomic import write_text
-from sknet.models.complexity import profile_model
+from sknet.models.complexity import profile_model, short_count
 from sknet.models.registry import get_entry
 from sknet.models.weights_io import model_record, unwrap, write_weights
 from sknet.preprocessing import Preprocessing
 from sknet.record import ModelRecord
 
 CARD_NAME = "README.md"
-
-
-def _millions(count: float, unit: float = 1e6, suffix: str = "M") -> str:
-    return f"{count / unit:.2f}{suffix}"
 
 
 def describe_preprocessing(preprocessing: Preprocessing | None) -> str:
@@ -65,21 +61,17 @@ def model_card(model: nn.Module, location: str = "FOLDER") -> str:
     record = model_record(model)
     entry = get_entry(record.name)
     paper = entry.paper
-    size = (
-        record.preprocessing.input_size if record.preprocessing
-        else paper.input_size if paper else None
-    )
-    counted = profile_model(model, size) if size else None
+    size = record.preprocessing.input_size if record.preprocessing else entry.input_size
+    counted = profile_model(model, size)
     params = sum(p.numel() for p in model.parameters())
     kwargs = f" with `{dict(record.kwargs)}`" if record.kwargs else ""
     rows = [("model", f"`{record.name}`{kwargs}")]
     paper_params = f" (paper: {paper.params})" if paper and paper.params else ""
-    rows.append(("parameters", f"{_millions(params)}{paper_params}"))
-    if counted is not None:
-        convention = paper.counting if paper else "sk"
-        paper_flops = f" (paper: {paper.flops})" if paper and paper.flops else ""
-        macs = _millions(counted.counted(convention), 1e9, "G")
-        rows.append(("multiply-adds", f"{macs} at {size}x{size}{paper_flops}"))
+    rows.append(("parameters", f"{short_count(params)}{paper_params}"))
+    convention = paper.counting if paper else "sk"
+    paper_flops = f" (paper: {paper.flops})" if paper and paper.flops else ""
+    macs = short_count(counted.counted(convention))
+    rows.append(("multiply-adds", f"{macs} at {size}x{size}{paper_flops}"))
     names = record.class_names
     shown = "not recorded" if names is None else ", ".join(names[:5]) + (
         ", ..." if len(names) > 5 else ""
