@@ -80,7 +80,7 @@ def test_recipe_defaults_are_the_papers():
     assert config.lr == pytest.approx(0.2)  # linear scaling with the batch
     lrs = [lr_at(epoch, config) for epoch in (0, 29, 30, 60, 99)]
     assert lrs == pytest.approx([0.2, 0.2, 0.02, 0.002, 0.0002])
-    assert resolve(TrainConfig(input_size=160), "imagenet", "sknet50").eval_sizes == [160, 320]
+    assert resolve(TrainConfig(input_size=160), "imagenet", "sknet50").eval_sizes == [160, 229]
     assert resolve(TrainConfig(lr=0.5, batch_size=512), "imagenet", "sknet50").lr == 0.5
 
 
