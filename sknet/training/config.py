@@ -91,7 +91,7 @@ class TrainConfig:
         compile: ``torch.compile`` the training model.
         workers: data-loader processes per training process (default: 0 for in-memory data,
             else up to 8).
-        sync_bn: SyncBatchNorm across processes (CUDA only).
+        sync_bn: BatchNorm statistics over every process (CUDA: SyncBatchNorm; CPU: over gloo).
         save_every: also write ``last.pt`` every this many steps within an epoch (0: only at
             epoch ends).
         strict: decode every image of a folder dataset up front and fail on any bad file.
@@ -164,7 +164,7 @@ class TrainConfig:
         "data-loader processes per training process", parse=int
     ))
     sync_bn: bool = field(default=False, metadata=_flag(
-        "SyncBatchNorm across processes (CUDA)", parse=None
+        "BatchNorm statistics over all processes (CUDA and CPU)", parse=None
     ))
     save_every: int = field(default=1000, metadata=_flag(
         "also checkpoint every STEPS steps (default 1000; 0: epoch ends)", parse=int,
