@@ -36,7 +36,7 @@ from sknet.models.timm_weights import (
     timm_preprocessing,
     to_ours,
 )
-from sknet.models.weights_io import PathLike, load_state_into
+from sknet.models.weights_io import PathLike, check_tensors, load_state_into
 from sknet.preprocessing import resolve_preprocessing
 from sknet.record import ModelRecord
 
@@ -242,7 +242,8 @@ def from_timm(
         )
     elif isinstance(source, Mapping):
         label = "timm state dict"
-        state = plain_state(source, label)  # its tensors checked
+        state = plain_state(source, label)
+        check_tensors(state, label)
         model = _timm_model(
             state, {}, label, name, None, class_names=class_names,
             preprocessing=preprocessing, **kwargs,

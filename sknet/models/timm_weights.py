@@ -47,7 +47,6 @@ from sknet.models.resnext import ResNeXt
 from sknet.models.weights_io import (
     CONFIG_NAME,
     Mismatch,
-    check_tensors,
     model_name,
     read_json,
     read_torch_file,
@@ -218,15 +217,14 @@ def read_timm(path: str | os.PathLike) -> tuple[StateDict, dict[str, Any]]:
 
 
 def plain_state(loaded: Any, label: str) -> StateDict:
-    """A flat name -> tensor dict: unnested from a checkpoint, without wrapper prefixes, its
-    tensors checked (:func:`~sknet.models.weights_io.check_tensors`)."""
+    """A flat name -> value dict: unnested from a checkpoint, without wrapper prefixes (its
+    tensors are checked once by the caller: :func:`~sknet.models.weights_io.check_tensors`)."""
     for key in WRAPPER_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
             break
     if not isinstance(loaded, Mapping) or not loaded:
         raise UserError(f"{label}: not a state dict (expected a mapping of names to tensors)")
-    check_tensors(loaded, label)
     state = dict(loaded)
     for prefix in STRIPPED_PREFIXES:
         if all(key.startswith(prefix) for key in state):
