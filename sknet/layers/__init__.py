@@ -1,8 +1,11 @@
 """Reusable layers: nothing here imports from :mod:`sknet.models`."""
 
+from torch import nn
+
 from sknet.layers.common import fold_bn
 from sknet.layers.conv_bn import ConvBnAct
 from sknet.layers.init import init_weights
+from sknet.layers.lsk import LSK_DECOMPOSITION, LSKAttention, LSKUnit
 from sknet.layers.se import SqueezeExcite
 from sknet.layers.sk_conv import (
     DEFAULT_BRANCHES,
@@ -14,9 +17,17 @@ from sknet.layers.sk_conv import (
     parse_branches,
 )
 
+SELECTION_UNITS: tuple[type[nn.Module], ...] = (SKConv, LSKUnit)
+"""Every kind of selection unit (its ``attention`` submodule outputs the selection weights):
+what ``Backbone.sk_units`` lists."""
+
 __all__ = [
     "DEFAULT_BRANCHES",
+    "LSK_DECOMPOSITION",
+    "SELECTION_UNITS",
     "ConvBnAct",
+    "LSKAttention",
+    "LSKUnit",
     "SKAttention",
     "SKConv",
     "SKConv1d",
