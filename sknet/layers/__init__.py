@@ -2,6 +2,7 @@
 
 from sknet.layers.common import fold_bn
 from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.frozen_norm import FrozenBatchNorm, freeze_norm
 from sknet.layers.init import init_weights
 from sknet.layers.se import SqueezeExcite
 from sknet.layers.sk_conv import (
@@ -17,12 +18,14 @@ from sknet.layers.sk_conv import (
 __all__ = [
     "DEFAULT_BRANCHES",
     "ConvBnAct",
+    "FrozenBatchNorm",
     "SKAttention",
     "SKConv",
     "SKConv1d",
     "SKConv3d",
     "SqueezeExcite",
     "fold_bn",
+    "freeze_norm",
     "fuse_dim",
     "init_weights",
     "parse_branches",

@@ -12,6 +12,7 @@ from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
 # isort: split
 from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
 from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
+from sknet.models.detection import FeatureSequence
 from sknet.models.factory import create_model, from_pretrained, from_timm, load_pretrained
 from sknet.models.registry import (
     Derivation,
@@ -37,6 +38,7 @@ __all__ = [
     "Derivation",
     "FeatureExtractor",
     "FeatureInfo",
+    "FeatureSequence",
     "ModelEntry",
     "Paper",
     "PaperRow",

@@ -217,20 +217,28 @@ class FeatureExtractor(nn.Module):
         self.feature_info = FeatureInfo([{**levels[i], "index": i} for i in indices])
         self.stem = model.stem
         self.stages = nn.ModuleList(list(model.stages)[: max(indices)])
-        stem_name = str(levels[0]["name"])
-        self._stem_tap = None if stem_name == "stem" else int(stem_name.removeprefix("stem."))
+        self._split_stem = levels[0]["name"] != "stem"
+        layers = [layer for layer, _ in self.layers()]
+        unknown = [level for level in self.feature_info.module_name() if level not in layers]
+        if unknown:
+            raise ValueError(f"{name}: feature levels {unknown} name none of the layers {layers}")
+
+    def layers(self) -> list[tuple[str, nn.Module]]:
+        """The modules that compute the features, by name, in the order they run: the stem (its
+        children ``stem.0``, ``stem.1``, ... when the stem level is inside it), then
+        ``stages.0``, ... Each feature map is the output of the layer ``feature_info`` names."""
+        stem = (
+            [(f"stem.{name}", module) for name, module in self.stem.named_children()]
+            if self._split_stem
+            else [("stem", self.stem)]
+        )
+        return stem + [(f"stages.{index}", stage) for index, stage in enumerate(self.stages)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self._stem_tap is None:
-            x = tapped = self.stem(x)
-        else:
-            for position, module in enumerate(self.stem):
-                x = module(x)
-                if position == self._stem_tap:
-                    tapped = x
-        features = [tapped] if 0 in self.out_indices else []
-        for level, stage in enumerate(self.stages, start=1):
-            x = stage(x)
-            if level in self.out_indices:
+        taps = self.feature_info.module_name()
+        features = []
+        for name, module in self.layers():
+            x = module(x)
+            if name in taps:
                 features.append(x)
         return features
