@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -235,10 +235,16 @@ class FeatureExtractor(nn.Module):
         return stem + [(f"stages.{index}", stage) for index, stage in enumerate(self.stages)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = self.feature_info.module_name()
-        features = []
-        for name, module in self.layers():
-            x = module(x)
-            if name in taps:
-                features.append(x)
-        return features
+        return run_layers(self.layers(), self.feature_info.module_name(), x)
+
+
+def run_layers(
+    layers: Iterable[tuple[str, nn.Module]], taps: Sequence[str], x: torch.Tensor
+) -> list[torch.Tensor]:
+    """Run the named ``layers`` in turn on ``x``; the outputs of those named in ``taps``."""
+    features = []
+    for name, module in layers:
+        x = module(x)
+        if name in taps:
+            features.append(x)
+    return features

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sknet.models.base import FeatureExtractor, FeatureInfo
+from sknet.models.base import FeatureExtractor, FeatureInfo, run_layers
 
 
 def child_name(layer: str) -> str:
@@ -69,13 +69,7 @@ class FeatureSequence(nn.Module):
         return {name: str(position) for position, name in enumerate(levels)}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = self.feature_info.module_name()
-        features = []
-        for name, module in self.named_children():
-            x = module(x)
-            if name in taps:
-                features.append(x)
-        return features
+        return run_layers(self.named_children(), self.feature_info.module_name(), x)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """Rename the backbone's keys (``stages.0.*``) to the children's (``stages_0.*``) first."""
