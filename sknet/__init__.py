@@ -12,7 +12,7 @@ from typing import Any
 
 from sknet.convert import Replacement, convert_to_sk
 from sknet.export import deploy, export_onnx
-from sknet.layers import SKAttention, SKConv, SKConv1d, SKConv3d
+from sknet.layers import SKAttention, SKConv, SKConv1d, SKConv3d, freeze_norm
 from sknet.models import (
     create_model,
     from_pretrained,
@@ -50,6 +50,7 @@ __all__ = [
     "deploy",
     "evaluate",
     "export_onnx",
+    "freeze_norm",
     "from_pretrained",
     "from_timm",
     "list_models",

@@ -33,3 +33,15 @@ def test_symbolic_trace_and_export(name):
             expected = model(x)
             torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_symbolic_trace_in_training_mode(name):
+    """Training mode traces too (torchvision's ``create_feature_extractor`` traces both modes):
+    the SK unit's batch-of-one check reads no traced size. Shapes only (meta device)."""
+    entry = get_entry(name)
+    with torch.device("meta"):
+        model = create_model(name, num_classes=7).train()
+        traced = torch.fx.symbolic_trace(model)
+        out = traced(torch.empty(2, entry.config.get("in_chans", 3), 64, 64))
+    assert out.shape == (2, 7)

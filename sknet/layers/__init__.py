@@ -4,6 +4,7 @@ from torch import nn
 
 from sknet.layers.common import fold_bn
 from sknet.layers.conv_bn import ConvBnAct
+from sknet.layers.frozen_norm import FrozenBatchNorm, freeze_norm
 from sknet.layers.init import init_weights
 from sknet.layers.lsk import LSK_DECOMPOSITION, LSKAttention, LSKUnit
 from sknet.layers.se import SqueezeExcite
@@ -26,6 +27,7 @@ __all__ = [
     "LSK_DECOMPOSITION",
     "SELECTION_UNITS",
     "ConvBnAct",
+    "FrozenBatchNorm",
     "LSKAttention",
     "LSKUnit",
     "SKAttention",
@@ -34,6 +36,7 @@ __all__ = [
     "SKConv3d",
     "SqueezeExcite",
     "fold_bn",
+    "freeze_norm",
     "fuse_dim",
     "init_weights",
     "parse_branches",

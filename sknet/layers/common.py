@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 """The convolution module of each number of spatial dimensions."""
@@ -21,6 +22,13 @@ LOCAL_BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(BATCH_NORMS.values()
 """BatchNorms over this process's batch (the fast path calls their kernel itself)."""
 BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = (*LOCAL_BATCH_NORM_TYPES, nn.SyncBatchNorm)
 """Every BatchNorm kind, ``SyncBatchNorm`` (statistics over all processes) included."""
+
+
+def uses_batch_statistics(norm: nn.Module) -> bool:
+    """Whether ``norm`` normalises by the statistics of the batch it is given, and so needs more
+    than one value per channel: a BatchNorm in training mode (or one without running
+    statistics). A frozen norm (:func:`~sknet.layers.freeze_norm`) never does."""
+    return isinstance(norm, _BatchNorm) and (norm.training or norm.running_var is None)
 
 
 def spatial_dims(dims: int) -> tuple[int, ...]:

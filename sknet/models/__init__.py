@@ -15,6 +15,7 @@ from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
 # isort: split
 from sknet.models import zoo_lsknet  # noqa: F401  (LSKNet's ImageNet backbones)
 from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
+from sknet.models.detection import FeatureSequence
 from sknet.models.factory import create_model, from_pretrained, from_timm, load_pretrained
 from sknet.models.lsknet import LSKNet
 from sknet.models.registry import (
@@ -41,6 +42,7 @@ __all__ = [
     "Derivation",
     "FeatureExtractor",
     "FeatureInfo",
+    "FeatureSequence",
     "LSKNet",
     "ModelEntry",
     "Paper",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,31 +215,44 @@ class FeatureExtractor(nn.Module):
         levels = model.feature_info
         name = model_name(model)
         stem_name = str(levels[0]["name"])
-        self._stem_levels = int(stem_name == "stem" or stem_name.startswith("stem."))
+        stem_levels = int(stem_name == "stem" or stem_name.startswith("stem."))
         indices = (
-            list(range(self._stem_levels, len(levels)))
+            list(range(stem_levels, len(levels)))
             if out_indices is None
             else resolve_out_indices(out_indices, levels, name)
         )
         self.out_indices = tuple(indices)
         self.feature_info = FeatureInfo([{**levels[i], "index": i} for i in indices])
         self.stem = model.stem
-        self.stages = nn.ModuleList(list(model.stages)[: max(indices) + 1 - self._stem_levels])
-        self._stem_tap = (
-            int(stem_name.removeprefix("stem.")) if stem_name.startswith("stem.") else None
+        self.stages = nn.ModuleList(list(model.stages)[: max(indices) + 1 - stem_levels])
+        self._split_stem = stem_name.startswith("stem.")
+        layers = [layer for layer, _ in self.layers()]
+        unknown = [level for level in self.feature_info.module_name() if level not in layers]
+        if unknown:
+            raise ValueError(f"{name}: feature levels {unknown} name none of the layers {layers}")
+
+    def layers(self) -> list[tuple[str, nn.Module]]:
+        """The modules that compute the features, by name, in the order they run: the stem (its
+        children ``stem.0``, ``stem.1``, ... when the stem level is inside it), then
+        ``stages.0``, ... Each feature map is the output of the layer ``feature_info`` names."""
+        stem = (
+            [(f"stem.{name}", module) for name, module in self.stem.named_children()]
+            if self._split_stem
+            else [("stem", self.stem)]
         )
+        return stem + [(f"stages.{index}", stage) for index, stage in enumerate(self.stages)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self._stem_tap is None:
-            x = tapped = self.stem(x)
-        else:
-            for position, module in enumerate(self.stem):
-                x = module(x)
-                if position == self._stem_tap:
-                    tapped = x
-        features = [tapped] if self._stem_levels and 0 in self.out_indices else []
-        for level, stage in enumerate(self.stages, start=self._stem_levels):
-            x = stage(x)
-            if level in self.out_indices:
-                features.append(x)
-        return features
+        return run_layers(self.layers(), self.feature_info.module_name(), x)
+
+
+def run_layers(
+    layers: Iterable[tuple[str, nn.Module]], taps: Sequence[str], x: torch.Tensor
+) -> list[torch.Tensor]:
+    """Run the named ``layers`` in turn on ``x``; the outputs of those named in ``taps``."""
+    features = []
+    for name, module in layers:
+        x = module(x)
+        if name in taps:
+            features.append(x)
+    return features

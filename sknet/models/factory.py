@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from sknet.errors import UserError
+from sknet.layers import freeze_norm
 from sknet.models.base import FeatureExtractor
 from sknet.models.locate import locate, where
 from sknet.models.lsknet_weights import from_official, takes_official
@@ -75,6 +76,7 @@ def create_model(
     pretrained: str | os.PathLike | bool | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    frozen_norm: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model.
@@ -96,6 +98,10 @@ def create_model(
             (stride 2 on ImageNet models), 1.. the stages (strides 4, 8, 16, 32 on the ImageNet
             ResNeXt family); a model without a stem level (LSKNet) numbers its stages from 0;
             default every stage.
+        frozen_norm: every BatchNorm frozen (:func:`~sknet.layers.freeze_norm`) once the weights
+            are in: statistics and affine parameters fixed, so that training works at any batch
+            size, one image included (detection). Not recorded in ``model.record``: the weights
+            are the same, and a frozen model's saved weights load into a plain one.
         **kwargs: overrides of the registered config, e.g. ``branches=[(3, 1, 32), (5, 1, 64)]``
             or ``attention=False`` for the rows of Tables 6 and 7.
 
@@ -123,7 +129,9 @@ def create_model(
     else:
         classes = entry.default_num_classes if num_classes is None else num_classes
         model = build(name, classes, kwargs)
-    return FeatureExtractor(model, out_indices) if features_only else model
+    if features_only:
+        model = FeatureExtractor(model, out_indices)
+    return freeze_norm(model) if frozen_norm else model
 
 
 @dataclass(frozen=True)

@@ -349,9 +349,13 @@ class Mismatch:
 def load_state_into(
     model: nn.Module, state: Mapping[str, torch.Tensor], source: PathLike
 ) -> None:
-    """``model.load_state_dict(state)``, failing with one line that says what does not fit."""
+    """``model.load_state_dict(state)``, failing with one line that says what does not fit.
+
+    BatchNorm batch counters may be missing (the weights of a model with frozen norms, which
+    have none): the model keeps its own.
+    """
     model = unwrap(model)
-    mismatch = Mismatch.of(state, model.state_dict())
+    mismatch = Mismatch.of(state, model.state_dict(), counters_optional=True)
     if mismatch is not None:
         raise UserError(
             f"{source}: weights do not fit model {model_name(model)!r}: {mismatch.counts()}; "

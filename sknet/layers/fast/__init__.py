@@ -5,7 +5,9 @@ convolutions, CPU weight-gradient routes, eval-mode BN folded on the fly) and
 Select, the memory-lean training function).
 
 A layer asks :func:`active` and then runs :func:`conv_bn_act` or :func:`sk_conv`, else its plain
-forward (the reference the tests check the fast path against). Switch it off with
+forward (the reference the tests check the fast path against). It runs the SK branches'
+training-mode BatchNorms itself and folds eval-mode BatchNorms; any other norm, a frozen one
+(:func:`~sknet.layers.freeze_norm`) included, runs as its module. Switch it off with
 ``SKNET_FAST_PATH=0``, :func:`set_enabled` or ``with disabled():``; it closes by itself under
 ``torch.fx`` tracing, ``torch.export``, ONNX export, TorchScript and ``torch.compile``.
 """
