@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Speed and memory of SKNet-50 against ResNeXt-50: ours and timm's, in one interleaved run.
+"""Speed and memory of SKNet-50 against ResNeXt-50 (ours and timm's), or of one family member
+against its peer (``--family``), in one interleaved run.
 
 Measures, for our ``sknet50`` and ``resnext50_32x4d`` and timm's ``skresnext50_32x4d`` and
-``resnext50_32x4d`` (timm's are skipped if timm is not installed):
+``resnext50_32x4d`` (timm's are skipped if timm is not installed), or with ``--family resnest``
+our ``resnest50d`` and timm's, or with ``--family lsk`` our ``lsknet_s`` and the official LSKNet-S
+written out in plain PyTorch:
 
 * inference in eval mode and (ours only) deploy mode (``sknet.deploy``: BN folded), per batch size;
 * one training step (forward, cross-entropy, backward, SGD with momentum);
@@ -16,6 +19,8 @@ median over rounds; the ratios in brackets are the quartiles of the per-round ra
 the noise. ``--json`` writes every sample with the machine, versions and command.
 
 CPU (the defaults): ``python benchmarks/speed.py --json benchmarks/cpu.json``
+The family, CPU eval and train at batch 8:
+``python benchmarks/speed.py --family resnest --kinds eval train --compile none --infer-batches 8``
 GPU (AMP bf16, batch 256, CUDA events; about 4 minutes on one H200, results written after every
 task; the compiled training step, which takes minutes more to compile there, with
 ``--compiled-kinds eval train``):
@@ -29,13 +34,12 @@ import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -45,75 +49,58 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from measuring import QUIET, Result, Task, machine, timer, versions  # noqa: E402
+
 import sknet  # noqa: E402
 
-MODELS = {
-    "ours:sknet50": ("ours", "sknet50"),
-    "ours:resnext50_32x4d": ("ours", "resnext50_32x4d"),
-    "timm:skresnext50_32x4d": ("timm", "skresnext50_32x4d"),
-    "timm:resnext50_32x4d": ("timm", "resnext50_32x4d"),
+sys.path.insert(0, str(ROOT / "tests"))
+from lsknet_reference import S_CONFIG, OfficialLSKNet  # noqa: E402
+
+LITERAL_CONFIGS = {"lsknet_s": S_CONFIG}
+"""Literal networks by our model name (their sizes, from the reference the tests hold)."""
+
+FAMILIES: dict[str, dict[str, dict]] = {
+    "sk": {
+        "models": {
+            "ours:sknet50": ("ours", "sknet50", "ours SK"),
+            "ours:resnext50_32x4d": ("ours", "resnext50_32x4d", "ours RX"),
+            "timm:skresnext50_32x4d": ("timm", "skresnext50_32x4d", "timm SK"),
+            "timm:resnext50_32x4d": ("timm", "resnext50_32x4d", "timm RX"),
+        },
+        "ratios": {
+            "ours SK/RX": ("ours:sknet50", "ours:resnext50_32x4d"),
+            "timm SK/RX": ("timm:skresnext50_32x4d", "timm:resnext50_32x4d"),
+            "timm SK/ours SK": ("timm:skresnext50_32x4d", "ours:sknet50"),
+            "timm RX/ours RX": ("timm:resnext50_32x4d", "ours:resnext50_32x4d"),
+        },
+    },
+    "resnest": {
+        "models": {
+            "ours:resnest50d": ("ours", "resnest50d", "ours ResNeSt"),
+            "timm:resnest50d": ("timm", "resnest50d", "timm ResNeSt"),
+        },
+        "ratios": {"timm/ours ResNeSt": ("timm:resnest50d", "ours:resnest50d")},
+    },
+    "lsk": {
+        "models": {
+            "ours:lsknet_s": ("ours", "lsknet_s", "ours LSKNet-S"),
+            "literal:lsknet_s": ("literal", "lsknet_s", "literal LSKNet-S"),
+        },
+        "ratios": {"literal/ours LSKNet-S": ("literal:lsknet_s", "ours:lsknet_s")},
+    },
 }
-RATIOS = {
-    "ours SK/RX": ("ours:sknet50", "ours:resnext50_32x4d"),
-    "timm SK/RX": ("timm:skresnext50_32x4d", "timm:resnext50_32x4d"),
-    "timm SK/ours SK": ("timm:skresnext50_32x4d", "ours:sknet50"),
-    "timm RX/ours RX": ("timm:resnext50_32x4d", "ours:resnext50_32x4d"),
-}
-"""Table columns: time (or memory) of the first model over the second's."""
-SHORT = {
-    "ours:sknet50": "ours SK",
-    "ours:resnext50_32x4d": "ours RX",
-    "timm:skresnext50_32x4d": "timm SK",
-    "timm:resnext50_32x4d": "timm RX",
-}
+"""What ``--family`` compares: the models (source, name, short label) and the table's ratio
+columns, time (or memory) of the first model over the second's. ``sk``: SKNet-50 against
+ResNeXt-50, ours and timm's; ``resnest``: our ResNeSt-50d against timm's; ``lsk``: our LSKNet-S
+against the official network written out literally in plain PyTorch
+(``tests/lsknet_reference.py``, the reference the equivalence tests load the official
+checkpoints into)."""
+MODELS: dict[str, tuple[str, str, str]] = {}
+RATIOS: dict[str, tuple[str, str]] = {}
+"""The chosen family's models and ratios (set by :func:`parse_args`)."""
 
 
 KINDS = ["eval", "deploy", "train", "memory"]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One measured configuration."""
-
-    kind: str  # "eval", "deploy", "train" or "memory"
-    batch: int
-    compiled: bool
-    channels_last: bool = False
-
-    @property
-    def label(self) -> str:
-        layout = " channels_last" if self.channels_last else ""
-        return f"{self.kind} b{self.batch} {'compile' if self.compiled else 'eager'}{layout}"
-
-
-@dataclass
-class Result:
-    """Samples of one task per model; for timed tasks also the share of the CPU that other
-    processes used during each sample (``None`` where it cannot be read)."""
-
-    task: Task
-    unit: str
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    others: dict[str, list[float | None]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def rounds(self, models: tuple[str, ...], quiet: bool) -> list[tuple[float, ...]]:
-        """The samples of ``models`` round by round (only rounds where all were quiet)."""
-        if not all(self.samples.get(model) for model in models):
-            return []
-        rows = zip(*(self.samples[m] for m in models), strict=True)
-        if not quiet:
-            return list(rows)
-        shares = [self.others.get(m) or [None] * len(self.samples[m]) for m in models]
-        calm = zip(*shares, strict=True)
-        return [
-            row for row, round_shares in zip(rows, calm, strict=True)
-            if all(share is not None and share <= QUIET for share in round_shares)
-        ]
-
-    def median(self, model: str, quiet: bool = False) -> float | None:
-        values = [row[0] for row in self.rounds((model,), quiet)]
-        return statistics.median(values) if values else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,7 +115,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=None,
                         help="torch.set_num_threads on CPU (default: all cores)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--family", choices=list(FAMILIES), default="sk",
+                        help="which comparison (default sk: SKNet-50 vs ResNeXt-50, ours and "
+                        "timm's; resnest: ResNeSt-50d ours vs timm's; lsk: LSKNet-S ours vs the "
+                        "literal official network)")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="a subset of the family's models (default: all of them)")
     parser.add_argument("--infer-batches", type=int, nargs="+", default=None)
     parser.add_argument("--train-batch", type=int, default=None)
     parser.add_argument("--memory-batch", type=int, default=None)
@@ -149,6 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-worker", nargs=2, metavar=("MODEL", "COMPILED"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    family = FAMILIES[args.family]
+    MODELS.update(family["models"])
+    RATIOS.update(family["ratios"])
+    args.models = args.models or list(MODELS)
+    unknown = [model for model in args.models if model not in MODELS]
+    if unknown:
+        parser.error(f"--models {' '.join(unknown)}: not in --family {args.family} "
+                     f"({', '.join(MODELS)})")
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -165,9 +165,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build(model: str, device: str, channels_last: bool) -> nn.Module | None:
     """A freshly initialised model, or None when its library is missing."""
-    source, name = MODELS[model]
+    source, name, _ = MODELS[model]
     if source == "ours":
         net = sknet.create_model(name)
+    elif source == "literal":
+        net = OfficialLSKNet(**LITERAL_CONFIGS[name])
     else:
         try:
             import timm
@@ -211,56 +213,6 @@ def make_step(net: nn.Module, task: Task, args: argparse.Namespace) -> Callable[
         optimizer.zero_grad(set_to_none=True)
 
     return train
-
-
-QUIET = 0.05
-"""A CPU sample is quiet when other processes used at most this share of the machine's CPU time
-while it ran (other jobs time-slice our threads and stall every parallel region's barrier)."""
-
-
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy ticks of the whole machine, ticks of this process), or None off Linux."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-        with open("/proc/self/stat") as own:
-            mine = own.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields[:8]) - idle, int(mine[11]) + int(mine[12])  # utime + stime
-
-
-def timer(device: str) -> Callable[[Callable[[], None]], tuple[float, float | None]]:
-    """(seconds one call takes, share of the CPU other processes used meanwhile): perf_counter
-    and /proc/stat on CPU, CUDA events on a GPU (no share)."""
-    if device == "cpu":
-        cores = os.cpu_count() or 1
-        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-        def cpu_time(call: Callable[[], None]) -> tuple[float, float | None]:
-            before = cpu_ticks()
-            start = time.perf_counter()
-            call()
-            seconds = time.perf_counter() - start
-            after = cpu_ticks()
-            if before is None or after is None:
-                return seconds, None
-            others = (after[0] - before[0]) - (after[1] - before[1])
-            return seconds, max(others, 0) / (tick * seconds * cores)
-
-        return cpu_time
-
-    def cuda_time(call: Callable[[], None]) -> tuple[float, float | None]:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        call()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000, None
-
-    return cuda_time
 
 
 def run_timed(task: Task, models: list[str], args: argparse.Namespace) -> Result:
@@ -317,6 +269,7 @@ def run_memory(task: Task, models: list[str], args: argparse.Namespace) -> Resul
             continue
         command = [
             sys.executable, __file__, "--memory-worker", model, str(int(task.compiled)),
+            "--family", args.family,
             "--device", args.device, "--memory-batch", str(task.batch),
             "--image-size", str(args.image_size), "--threads", str(args.threads),
             "--amp", args.amp,
@@ -406,7 +359,7 @@ def ratio_cell(result: Result, first: str, second: str, quiet: bool) -> str:
 
 def format_table(results: list[Result], quiet: bool) -> str:
     """One row per task: the ratios, then each model's median (from quiet rounds if asked)."""
-    header = ["task", *RATIOS, *(SHORT[name] for name in MODELS)]
+    header = ["task", *RATIOS, *(short for _, _, short in MODELS.values())]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         cells = [result.task.label]
@@ -424,54 +377,6 @@ def format_table(results: list[Result], quiet: bool) -> str:
     return "\n".join(lines)
 
 
-def machine(args: argparse.Namespace) -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    description = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-    if args.device == "cuda":
-        description["gpu"] = torch.cuda.get_device_name()
-    return description
-
-
-def versions() -> dict[str, str | None]:
-    try:
-        import timm
-
-        timm_version = timm.__version__
-    except ImportError:
-        timm_version = None
-    try:
-        git = ["git", "-C", str(ROOT)]
-        commit = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {
-        "sknet_commit": commit,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm_version,
-        "sknet": sknet.__version__,
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-    }
-
-
 def write_report(
     path: Path, results: list[Result], started: datetime.datetime, command: str,
     args: argparse.Namespace,
@@ -480,7 +385,7 @@ def write_report(
     report = {
         "date": started.isoformat(),
         "command": command,
-        "machine": machine(args),
+        "machine": machine(args.device),
         "versions": versions(),
         "settings": {k: str(v) for k, v in vars(args).items() if k != "memory_worker"},
         "table": format_table(results, quiet=False),
@@ -505,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = datetime.datetime.now(datetime.timezone.utc)
     command = " ".join([Path(sys.executable).name, *sys.argv])
-    print(f"{started:%Y-%m-%d %H:%M} UTC, {machine(args)}, {versions()}\n$ {command}", flush=True)
+    print(f"{started:%Y-%m-%d %H:%M} UTC, {machine(args.device)}, {versions()}\n$ {command}",
+          flush=True)
     results = []
     for task in tasks(args):
         begin = time.perf_counter()
