@@ -168,3 +168,13 @@ def test_drop_path_drops_whole_samples_in_training_only():
     kept = drop(x).flatten(1)
     assert set(kept[:, 0].tolist()) <= {0.0, 2.0} and (kept == kept[:, :1]).all()
     assert torch.equal(drop.eval()(x), x)
+
+
+def test_other_widths_load_as_overrides_of_lsknet_s(tmp_path):
+    config = {"embed_dims": (8, 16, 24, 32), "depths": (1, 2, 1, 1), "mlp_ratios": (2, 2, 4, 4)}
+    official = randomized(OfficialLSKNet(**config, num_classes=3), seed=4)
+    model = sknet.load_pretrained(save_checkpoint(tmp_path / "tiny.pth", official.state_dict()))
+    assert (model.record.name, dict(model.record.kwargs)) == ("lsknet_s", config)
+    x = torch.randn(INPUT)
+    with torch.no_grad():
+        assert relative_difference(model.eval()(x), official(x)) < 1e-5
