@@ -1,6 +1,7 @@
 """LSKNet: the official network's parameter count, its published checkpoint layouts loaded
 through the public API with equal outputs, clear errors, and the model interface."""
 
+import argparse
 import logging
 
 import pytest
@@ -50,7 +51,8 @@ def save_checkpoint(path, state, **extra) -> str:
 
 def test_imagenet_checkpoint_gives_the_official_logits(official_t, tmp_path):
     path = save_checkpoint(
-        tmp_path / "lsk_t_backbone.pth.tar", official_t.state_dict(), epoch=300, arch="lsknet_t"
+        tmp_path / "lsk_t_backbone.pth.tar", official_t.state_dict(), epoch=300, arch="lsknet_t",
+        args=argparse.Namespace(model="lsk_t", lr=1e-3, sched="cosine"),  # as timm's train.py
     )
     model = sknet.create_model("lsknet_t", pretrained=path).eval()
     record = model.record

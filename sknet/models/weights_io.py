@@ -16,6 +16,7 @@ here builds a model (:mod:`sknet.models.factory` does).
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -166,10 +167,17 @@ def read_weights(path: PathLike) -> dict[str, torch.Tensor]:
         ) from None
 
 
+PLAIN_RECORDS = (argparse.Namespace,)
+"""Classes that training checkpoints hold besides tensors and that unpickle as plain data (no
+code runs): timm's ``train.py``, which LSKNet's ImageNet backbones (``lsk_s_backbone.pth.tar``)
+were trained with, saves its settings as an ``argparse.Namespace`` under ``"args"``."""
+
+
 def read_torch_file(
     path: PathLike, what: str, where: str | None = None, hint: str = "truncated or corrupt?"
 ) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain containers only.
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors, plain containers and
+    :data:`PLAIN_RECORDS` only.
 
     Args:
         path: the file.
@@ -187,7 +195,8 @@ def read_torch_file(
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no such {what}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(PLAIN_RECORDS)):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # zip, pickle and EOF errors of a truncated or foreign file
         text = str(error)
         refused = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
