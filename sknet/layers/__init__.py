@@ -1,5 +1,7 @@
 """Reusable layers: nothing here imports from :mod:`sknet.models`."""
 
+from torch import nn
+
 from sknet.layers.common import fold_bn
 from sknet.layers.conv_bn import ConvBnAct
 from sknet.layers.init import init_weights
@@ -13,17 +15,30 @@ from sknet.layers.sk_conv import (
     fuse_dim,
     parse_branches,
 )
+from sknet.layers.split_attention import (
+    SplitAttention,
+    SplitAttentionConv,
+    split_attention_width,
+)
+
+SELECTION_UNITS: tuple[type[nn.Module], ...] = (SKConv, SplitAttentionConv)
+"""The selection units: modules that weigh several candidate feature maps by an attention whose
+output (a hookable ``attention`` submodule) is the weights ``[N, choices, C]``."""
 
 __all__ = [
     "DEFAULT_BRANCHES",
+    "SELECTION_UNITS",
     "ConvBnAct",
     "SKAttention",
     "SKConv",
     "SKConv1d",
     "SKConv3d",
+    "SplitAttention",
+    "SplitAttentionConv",
     "SqueezeExcite",
     "fold_bn",
     "fuse_dim",
     "init_weights",
     "parse_branches",
+    "split_attention_width",
 ]

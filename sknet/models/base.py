@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sknet.errors import UserError
-from sknet.layers import ConvBnAct, SKConv, init_weights
+from sknet.layers import SELECTION_UNITS, ConvBnAct, init_weights
 from sknet.models.release import save_pretrained
 from sknet.models.weights_io import model_name
 
@@ -84,16 +84,19 @@ class Backbone(nn.Module):
         returns the weights path."""
         return save_pretrained(self, path, **kwargs)
 
-    def sk_units(self) -> dict[str, SKConv]:
-        """Every SK convolution, named ``SK_{stage}_{block}`` (stage from 2, block from 1).
+    def sk_units(self) -> dict[str, nn.Module]:
+        """Every selection unit (any of :data:`~sknet.layers.SELECTION_UNITS`: an SK convolution,
+        a split-attention convolution, ...), named ``SK_{stage}_{block}`` (stage from 2, block
+        from 1). The name is the paper's convention for SK units and stands for any selection
+        unit: each has an ``attention`` submodule whose output is its weights [N, choices, C].
 
-        A block holding several SK convolutions (e.g. both branches of a ShuffleNetV2
+        A block holding several selection units (e.g. both branches of a ShuffleNetV2
         down-sampling unit) names them ``SK_{stage}_{block}``, ``SK_{stage}_{block}b``, ...
         """
-        units: dict[str, SKConv] = {}
+        units: dict[str, nn.Module] = {}
         for stage_offset, stage in enumerate(self.stages):
             for block_index, block in enumerate(stage, start=1):
-                found = [m for m in block.modules() if isinstance(m, SKConv)]
+                found = [m for m in block.modules() if isinstance(m, SELECTION_UNITS)]
                 for position, unit in enumerate(found):
                     suffix = "" if position == 0 else chr(ord("a") + position)
                     name = f"SK_{self.first_stage_index + stage_offset}_{block_index}{suffix}"
