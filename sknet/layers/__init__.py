@@ -17,10 +17,16 @@ from sknet.layers.sk_conv import (
     fuse_dim,
     parse_branches,
 )
+from sknet.layers.split_attention import (
+    SplitAttention,
+    SplitAttentionConv,
+    split_attention_width,
+)
 
-SELECTION_UNITS: tuple[type[nn.Module], ...] = (SKConv, LSKUnit)
-"""Every kind of selection unit (its ``attention`` submodule outputs the selection weights):
-what ``Backbone.sk_units`` lists."""
+SELECTION_UNITS: tuple[type[nn.Module], ...] = (SKConv, SplitAttentionConv, LSKUnit)
+"""The selection units, what ``Backbone.sk_units`` lists: modules that weigh several candidate
+feature maps by an attention whose output (a hookable ``attention`` submodule) is the weights:
+``[N, M, C]`` (SK), ``[N, radix, C]`` (split attention), ``[N, 2, H, W]`` (LSK, spatial)."""
 
 __all__ = [
     "DEFAULT_BRANCHES",
@@ -34,10 +40,13 @@ __all__ = [
     "SKConv",
     "SKConv1d",
     "SKConv3d",
+    "SplitAttention",
+    "SplitAttentionConv",
     "SqueezeExcite",
     "fold_bn",
     "freeze_norm",
     "fuse_dim",
     "init_weights",
     "parse_branches",
+    "split_attention_width",
 ]

@@ -87,9 +87,11 @@ class Backbone(nn.Module):
         return save_pretrained(self, path, **kwargs)
 
     def sk_units(self) -> dict[str, nn.Module]:
-        """Every selection unit (any of :data:`~sknet.layers.SELECTION_UNITS`: an SK
-        convolution, an LSK unit), named ``SK_{stage}_{block}`` (stage from
-        :attr:`first_stage_index`, block from 1).
+        """Every selection unit (any of :data:`~sknet.layers.SELECTION_UNITS`: an SK convolution,
+        a split-attention convolution, an LSK unit), named ``SK_{stage}_{block}`` (stage from
+        :attr:`first_stage_index`, block from 1). The name is the paper's convention for SK units
+        and stands for any selection unit: each has an ``attention`` submodule whose output is its
+        weights (``[N, choices, C]``; LSK's spatial ``[N, 2, H, W]``).
 
         A block holding several units (e.g. both branches of a ShuffleNetV2 down-sampling unit)
         names them ``SK_{stage}_{block}``, ``SK_{stage}_{block}b``, ...

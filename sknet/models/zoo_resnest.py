@@ -1,0 +1,97 @@
+"""ResNeSt (Zhang et al., "ResNeSt: Split-Attention Networks"): timm's variants as
+:class:`ResNeXt` configs, under timm's names, with timm's weights and preprocessing.
+
+Every variant has the deep stem, the average-pooled shortcut and the avd pool; ``d`` models a
+stem of width 32 (64 outputs), ``e`` models of width 64 (128 outputs). ``KsCxWd`` names radix K,
+cardinality C and base width W (plain names: 2s1x64d). Their parameter counts equal timm's
+(the tests count both on the meta device).
+
+The published figures are the ResNeSt authors' for their PyTorch weights, which timm's ``in1k``
+weights are: top-1 of ResNeSt-50/101/200/269 at their crop sizes from the README of
+github.com/zhanghang1989/ResNeSt, and #P, GFLOPs and top-1 of the two "fast" 50-layer variants
+from its ablation.md. The gluon-trained resnest14d/26d have none recorded (the authors publish
+none for them), nor do the larger models have a #P or GFLOPs (the README prints none).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sknet.models.registry import Derivation, Paper, register_model
+from sknet.models.resnext import ResNeXt
+from sknet.models.timm_weights import timm_preprocessing
+from sknet.preprocessing import Preprocessing
+
+SPLIT_ATTENTION: dict[str, Any] = {
+    "stem": "deep", "avg_down": True, "radix": 2, "cardinality": 1, "base_width": 64,
+    "branches": ((3, 1, 1),), "avd": "after", "reduction": 4, "min_dim": 32,
+}
+"""ResNeSt-50's 2s1x64d layout: radix 2, cardinality 1, attention width max(2C/4, 32)."""
+
+README = "the ResNeSt authors' README (github.com/zhanghang1989/ResNeSt), PyTorch weights"
+ABLATION = "the ResNeSt authors' ablation.md, PyTorch weights"
+
+FAST_FLOPS = (
+    "the authors do not publish how they count; ours counts every convolution and fc "
+    "multiply-add and the Select products, {ours} GMACs, {gap} under the {printed} printed "
+    "(whose #P we match to the digit), a gap we cannot attribute"
+)
+
+
+def _timm_config(
+    size: int = 224, crop_pct: float = 0.875, interpolation: str = "bilinear"
+) -> Preprocessing:
+    """The preprocessing of timm's pretrained config of a ResNeSt weight (ImageNet mean and std
+    throughout)."""
+    return timm_preprocessing(
+        {"input_size": (3, size, size), "crop_pct": crop_pct, "interpolation": interpolation}
+    )
+
+
+VARIANTS: tuple[tuple[str, str, dict[str, Any], Preprocessing, Paper | None], ...] = (
+    ("resnest14d", "gluon_in1k", {"depths": (1, 1, 1, 1)}, _timm_config(), None),
+    ("resnest26d", "gluon_in1k", {"depths": (2, 2, 2, 2)}, _timm_config(), None),
+    ("resnest50d", "in1k", {"depths": (3, 4, 6, 3)}, _timm_config(), Paper(
+        f"{README} (ResNeSt-50: 81.03%; timm's results for resnest50d.in1k: 80.96%)",
+        top1_224=18.97,
+    )),
+    ("resnest101e", "in1k", {"depths": (3, 4, 23, 3), "stem_channels": 128},
+     _timm_config(256), Paper(f"{README} (ResNeSt-101, 256 crop)", top1_224=17.17,
+                              input_size=256)),
+    ("resnest200e", "in1k", {"depths": (3, 24, 36, 3), "stem_channels": 128},
+     _timm_config(320, 0.909, "bicubic"),
+     Paper(f"{README} (ResNeSt-200, 320 crop)", top1_224=16.16, input_size=320)),
+    ("resnest269e", "in1k", {"depths": (3, 30, 48, 8), "stem_channels": 128},
+     _timm_config(416, 0.928, "bicubic"),
+     Paper(f"{README} (ResNeSt-269, 416 crop)", top1_224=15.46, input_size=416)),
+    ("resnest50d_4s2x40d", "in1k", {
+        "depths": (3, 4, 6, 3), "radix": 4, "cardinality": 2, "base_width": 40,
+        "branches": ((3, 1, 2),), "avd": "before",
+    }, _timm_config(interpolation="bicubic"), Paper(
+        f"{ABLATION} (ResNeSt-50-fast 4s2x40d)", "30.4M", "4.41G", top1_224=19.14,
+        derivation=Derivation(
+            FAST_FLOPS.format(ours="4.376", gap="0.8%", printed="4.41"), flops="4.38G"
+        ),
+    )),
+    ("resnest50d_1s4x24d", "in1k", {
+        "depths": (3, 4, 6, 3), "radix": 1, "cardinality": 4, "base_width": 24,
+        "branches": ((3, 1, 4),), "avd": "before",
+    }, _timm_config(interpolation="bicubic"), Paper(
+        f"{ABLATION} (ResNeSt-50-fast 1s4x24d)", "25.7M", "4.42G", top1_224=19.01,
+        derivation=Derivation(
+            FAST_FLOPS.format(ours="4.402", gap="0.4%", printed="4.42"), flops="4.40G"
+        ),
+    )),
+)
+"""(name, timm's pretrained tag, config beyond :data:`SPLIT_ATTENTION`, preprocessing, the
+published figures or ``None``)."""
+
+for name, tag, config, preprocessing, published in VARIANTS:
+    register_model(
+        name, ResNeXt, hub_id=f"timm/{name}.{tag}", preprocessing=preprocessing,
+        paper=published or Paper(
+            f"timm's {name}.{tag} (the authors publish no figures for it)",
+            input_size=preprocessing.input_size,
+        ),
+        **{**SPLIT_ATTENTION, **config},
+    )
