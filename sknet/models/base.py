@@ -196,7 +196,8 @@ class FeatureExtractor(nn.Module):
     the output of stage ``k`` (paper stage ``k + 1``; strides 4, 8, 16, 32 for the ImageNet
     ResNeXt family). ``out_indices`` picks levels (default: every stage, ``1..n``); stages after
     the last one picked are left out (not run, not held). Parameter names stay those of the
-    backbone (``stem.*``, ``stages.*``).
+    backbone (``stem.*``, ``stages.*``); :class:`~sknet.models.detection.FeatureSequence` holds
+    the same :meth:`layers` as direct children, for torchvision's ``BackboneWithFPN``.
 
     Args:
         model: the backbone (its classifier is dropped).
