@@ -3,7 +3,9 @@
 A :class:`ModelRecord` is made by :func:`sknet.create_model` (``model.record``), follows
 ``reset_classifier``, and is written identically into ``config.json`` / ``best.json`` and
 ``last.pt``; every consumer (``eval``, ``analyze``, ``predict``, ``export``, training and
-fine-tuning) reads it from there.
+fine-tuning) reads it from there. How a network is run is not part of it: train or eval mode,
+``features_only``, frozen BatchNorm (``create_model(..., frozen_norm=True)``, which keeps the
+weights and whose saved weights load into the plain network).
 
 Class names are known or they are not: weights saved without names record ``null``, never
 placeholders. The one rule for them (:meth:`ModelRecord.classes_fit`): a dataset fits the

@@ -204,7 +204,8 @@ class FeatureExtractor(nn.Module):
     as LSKNet's, whose patch embeddings belong to the stages) has level ``k`` for stage ``k + 1``.
     ``out_indices`` picks levels (default: every stage); stages after the last one picked are
     left out (not run, not held). Parameter names stay those of the backbone (``stem.*``,
-    ``stages.*``).
+    ``stages.*``); :class:`~sknet.models.detection.FeatureSequence` holds the same
+    :meth:`layers` as direct children, for torchvision's ``BackboneWithFPN``.
 
     Args:
         model: the backbone (its classifier is dropped).
