@@ -31,6 +31,25 @@ def uses_batch_statistics(norm: nn.Module) -> bool:
     return isinstance(norm, _BatchNorm) and (norm.training or norm.running_var is None)
 
 
+def check_batch(norm: nn.Module, batch: object, owner: str, what: str) -> None:
+    """Refuse a training batch of one where ``norm`` normalises one value per channel (a pooled
+    ``[N, C, 1, 1]`` input) by the batch's statistics: the output would be its bias alone.
+
+    Args:
+        norm: the normalisation of the pooled features.
+        batch: the batch size; only a concrete one is checked (a traced one, under ``torch.fx``,
+            is a symbol, not a number).
+        owner: the unit, for the message (e.g. ``"SKConv"``).
+        what: the normalisation, for the message (e.g. ``"the fuse BatchNorm (Eq. 3)"``).
+    """
+    if uses_batch_statistics(norm) and isinstance(batch, int) and batch == 1:
+        raise ValueError(
+            f"{owner} in training mode needs a batch of at least 2: {what} normalises one value "
+            "per channel over the batch; use a larger batch, drop the last incomplete batch, "
+            "freeze the BatchNorms (sknet.freeze_norm(model)) or call model.eval()"
+        )
+
+
 def spatial_dims(dims: int) -> tuple[int, ...]:
     """The axes of the spatial dimensions of an ``[N, C, *spatial]`` tensor: ``(-2, -1)`` in 2D."""
     return tuple(range(-dims, 0))

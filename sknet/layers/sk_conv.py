@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sknet.layers import fast
-from sknet.layers.common import uses_batch_statistics
+from sknet.layers.common import check_batch
 from sknet.layers.conv_bn import ConvBnAct
 
 Branch = tuple[int, int, int]
@@ -93,14 +93,7 @@ class SKAttention(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Map pooled statistics ``s`` ([N, C] or [N, C, 1, 1], Eq. 2) to weights [N, M, C]."""
         batch = s.shape[0]
-        # Only a concrete size is checked: a traced one (torch.fx) is a symbol, not a number.
-        if uses_batch_statistics(self.fuse.bn) and isinstance(batch, int) and batch == 1:
-            raise ValueError(
-                "SKConv in training mode needs a batch of at least 2: the fuse BatchNorm (Eq. 3) "
-                "normalises one value per channel over the batch; use a larger batch, drop the "
-                "last incomplete batch, freeze the BatchNorms (sknet.freeze_norm(model)) or call "
-                "model.eval()"
-            )
+        check_batch(self.fuse.bn, batch, "SKConv", "the fuse BatchNorm (Eq. 3)")
         # A 1x1 convolution of a 1x1 map is a matrix product: run both as one (F.linear), far
         # cheaper than a convolution call on such tiny inputs. BN (Eq. 3) keeps its module.
         conv = self.fuse.conv

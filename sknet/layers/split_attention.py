@@ -41,6 +41,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from sknet.layers.common import check_batch
 from sknet.layers.conv_bn import ConvBnAct
 
 ATTENTION_REDUCTION = 4
@@ -106,12 +107,7 @@ class SplitAttention(nn.Module):
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Map pooled statistics ``s`` ([N, C] or [N, C, 1, 1]) to weights [N, radix, C]."""
         batch = s.shape[0]
-        if self.training and batch == 1:
-            raise ValueError(
-                "SplitAttention in training mode needs a batch of at least 2: its BatchNorm "
-                "normalises one value per channel over the batch; use a larger batch, drop the "
-                "last incomplete batch, or call model.eval()"
-            )
+        check_batch(self.reduce.bn, batch, "SplitAttention", "its BatchNorm")
         z = self.reduce(s.reshape(batch, self.channels, 1, 1))
         logits = self.expand(z).flatten(1)
         if self.radix == 1:
