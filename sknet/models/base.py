@@ -20,6 +20,8 @@ from sknet.models.weights_io import model_name
 class Backbone(nn.Module):
     """A classifier made of ``stem``, ``stages`` (one ``nn.Sequential`` of blocks each) and ``fc``.
 
+    A stage is an ``nn.Sequential`` of blocks, or a module whose ``blocks`` attribute is one
+    (a stage with its own entry and exit layers, as LSKNet's patch embedding and norm).
     Subclasses build those three attributes and set ``num_features`` (channels entering the
     classifier) and ``feature_info``: one dict (``channels``, ``reduction``, ``name``) per feature
     level, the stem's first then one per stage (see :class:`FeatureExtractor`). The stem level is
@@ -85,17 +87,16 @@ class Backbone(nn.Module):
         return save_pretrained(self, path, **kwargs)
 
     def sk_units(self) -> dict[str, nn.Module]:
-        """Every selection unit (any of :data:`~sknet.layers.SELECTION_UNITS`: an SK convolution,
-        a split-attention convolution, ...), named ``SK_{stage}_{block}`` (stage from 2, block
-        from 1). The name is the paper's convention for SK units and stands for any selection
-        unit: each has an ``attention`` submodule whose output is its weights [N, choices, C].
+        """Every selection unit (any of :data:`~sknet.layers.SELECTION_UNITS`: an SK
+        convolution, a split-attention convolution, an LSK unit), named ``SK_{stage}_{block}``
+        (stage from :attr:`first_stage_index`, block from 1).
 
-        A block holding several selection units (e.g. both branches of a ShuffleNetV2
-        down-sampling unit) names them ``SK_{stage}_{block}``, ``SK_{stage}_{block}b``, ...
+        A block holding several units (e.g. both branches of a ShuffleNetV2 down-sampling unit)
+        names them ``SK_{stage}_{block}``, ``SK_{stage}_{block}b``, ...
         """
         units: dict[str, nn.Module] = {}
         for stage_offset, stage in enumerate(self.stages):
-            for block_index, block in enumerate(stage, start=1):
+            for block_index, block in enumerate(getattr(stage, "blocks", stage), start=1):
                 found = [m for m in block.modules() if isinstance(m, SELECTION_UNITS)]
                 for position, unit in enumerate(found):
                     suffix = "" if position == 0 else chr(ord("a") + position)
