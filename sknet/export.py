@@ -48,13 +48,19 @@ def deploy(model: nn.Module) -> nn.Module:
     :class:`~sknet.layers.ConvBnAct`, including the fuse of the SK attention, Eq. 3) becomes that
     convolution, and the BatchNorm an ``nn.Identity``; nothing else changes: module names, forward
     hooks (an SK unit's ``attention`` still outputs the weights [N, M, C]) and outputs (equal to
-    ``model.eval()``'s up to float rounding). The copy is in eval mode and meant for inference
-    only: it has no BatchNorm left to train. ``model`` itself is not modified.
+    ``model.eval()``'s up to float rounding). A module that defines ``fold_batch_norms()`` folds
+    its own BatchNorms first (LSKNet's blocks, whose BatchNorms no convolution precedes). The
+    copy is in eval mode and meant for inference only: it has no BatchNorm left to train.
+    ``model`` itself is not modified.
 
     Raises:
         ValueError: if a BatchNorm does not directly follow a convolution.
     """
     deployed = copy.deepcopy(model).eval()
+    for module in list(deployed.modules()):
+        fold_own = getattr(module, "fold_batch_norms", None)
+        if callable(fold_own):
+            fold_own()
     with torch.no_grad():
         for parent in deployed.modules():
             if not isinstance(parent, nn.Sequential):

@@ -248,6 +248,13 @@ TIMM_IMAGENET = Preprocessing(
 """What a timm state dict without its config is assumed to expect: timm's ImageNet evaluation of
 ``skresnext50_32x4d.ra_in1k`` (resize 256, centre crop 224, ImageNet mean/std on [0, 1])."""
 
+LSKNET_IMAGENET = Preprocessing(
+    224, math.floor(224 / 0.9), "bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+)
+"""LSKNet's ImageNet input: its backbones were pretrained with VAN's classification code, whose
+models carry timm's vision-transformer default config (224 input, crop_pct 0.9 so resize 248,
+bicubic, ImageNet mean/std on [0, 1])."""
+
 CIFAR = Preprocessing.square(
     32, (125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)
 )

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from sknet.models import ShuffleNetV2, create_model, get_entry, list_models, paper_rows
+from sknet.models import (
+    LSKNet,
+    ShuffleNetV2,
+    create_model,
+    get_entry,
+    list_models,
+    paper_rows,
+)
 from sknet.models.complexity import Profile, profile_model, short_count
 from sknet.models.registry import ModelEntry, Paper, PaperRow
 
@@ -153,12 +160,15 @@ def format_derivations(reports: Iterable[RowReport]) -> str:
 
 
 def family(entry: ModelEntry) -> str:
-    """The model's family, read from its builder and config: the block, the number of branches
-    and attention (SK), ``se_reduction`` (SE) and the stem (CIFAR, or digits: one input channel).
+    """The model's family, read from its builder and config: LSKNet, else the block, the number
+    of branches and attention (SK), ``se_reduction`` (SE) and the stem (CIFAR, or digits: one
+    input channel).
     """
     config = entry.config
     selective = len(config.get("branches", ())) > 1 and config.get("attention", True)
     squeezed = config.get("se_reduction") is not None
+    if issubclass(entry.builder, LSKNet):
+        return "LSKNet"
     if issubclass(entry.builder, ShuffleNetV2):
         name = "SK-ShuffleNetV2" if selective else "SE-ShuffleNetV2" if squeezed else "ShuffleNetV2"
     elif config.get("block") == "basic":
@@ -179,6 +189,8 @@ def _paper_error(entry: ModelEntry) -> str:
 
 
 def _weights(entry: ModelEntry) -> str:
+    if issubclass(entry.builder, LSKNet):
+        return "LSKNet's official checkpoints (`pretrained=PATH`: see docs/weights.md)"
     if entry.hub_id is None:
         return "train your own"
     return f"`hf-hub:{entry.hub_id}` (timm's; or `pretrained=True`)"

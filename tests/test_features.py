@@ -13,20 +13,25 @@ BASIC_WIDTHS = [64, 64, 128, 256, 512]
 """ResNet-18/34 (He et al., Table 1): conv1 and the outputs of conv2-conv5, basic blocks."""
 SHUFFLENET_WIDTHS = {"x0_5": [24, 48, 96, 192], "x1_0": [24, 116, 232, 464]}
 """ShuffleNetV2's Table 5: conv1 (24) and the outputs of stages 2-4."""
+LSKNET_WIDTHS = {"lsknet_t": [32, 64, 160, 256], "lsknet_s": [64, 128, 320, 512]}
+"""LSKNet's four stage outputs (no stem level: the patch embeddings belong to the stages)."""
 
 
 def expected_levels(name):
-    """(channels, reductions) of feature levels 0.. from the papers, not from our code."""
+    """(channels, reductions, whether level 0 is a stem) of feature levels 0.. from the papers,
+    not from our code."""
     if "shufflenet" in name:
-        return SHUFFLENET_WIDTHS[name[-4:]], [2, 8, 16, 32]
+        return SHUFFLENET_WIDTHS[name[-4:]], [2, 8, 16, 32], True
+    if name in LSKNET_WIDTHS:
+        return LSKNET_WIDTHS[name], [4, 8, 16, 32], False
     if name in ("resnet18", "resnet34", "skresnet18", "skresnet34"):
-        return BASIC_WIDTHS, [2, 4, 8, 16, 32]
-    return RESNEXT_WIDTHS, [2, 4, 8, 16, 32]
+        return BASIC_WIDTHS, [2, 4, 8, 16, 32], True
+    return RESNEXT_WIDTHS, [2, 4, 8, 16, 32], True
 
 
 @pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_every_imagenet_model_gives_its_feature_pyramid(name):
-    channels, reductions = expected_levels(name)
+    channels, reductions, has_stem = expected_levels(name)
     everything = list(range(len(channels)))
     with torch.device("meta"):  # shapes only: no weights initialised, no arithmetic
         extractor = sknet.create_model(name, features_only=True, out_indices=everything)
@@ -38,7 +43,8 @@ def test_every_imagenet_model_gives_its_feature_pyramid(name):
     ]
     info = extractor.feature_info
     assert info.channels() == channels and info.reduction() == reductions
-    assert stages.feature_info.reduction() == reductions[1:]  # default: every stage, no stem
+    # default: every stage, no stem
+    assert stages.feature_info.reduction() == (reductions[1:] if has_stem else reductions)
     assert deepest_two.feature_info.channels() == channels[-2:]
     assert deepest_two.out_indices == (len(channels) - 2, len(channels) - 1)
 

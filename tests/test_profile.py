@@ -119,6 +119,7 @@ def test_families_and_sizes_come_from_the_configs():
         "skresnet18": "SK-ResNet", "shufflenet_v2_x1_0": "ShuffleNetV2",
         "se_shufflenet_v2_x1_0": "SE-ShuffleNetV2", "sk_shufflenet_v2_x1_0": "SK-ShuffleNetV2",
         "senet_digits": "SENet (digits)", "resnext29_8x64d": "ResNeXt (CIFAR)",
+        "lsknet_t": "LSKNet",
     }
     assert {name: family(get_entry(name)) for name in expected} == expected
 

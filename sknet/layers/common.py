@@ -28,14 +28,19 @@ def spatial_dims(dims: int) -> tuple[int, ...]:
     return tuple(range(-dims, 0))
 
 
+def bn_affine(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` per channel of an eval-mode BatchNorm: ``BN(y) = scale * y + shift``."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
 def fold_bn(conv: nn.Module, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of one convolution equal to ``bn(conv(x))`` with ``bn`` in eval mode.
 
     ``BN(y) = gamma * (y - mean) / sqrt(var + eps) + beta`` is a per-channel affine map, so it
     scales each output filter and adds a bias. The result stays differentiable in the parameters.
     """
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-    bias = bn.bias - bn.running_mean * scale
+    scale, bias = bn_affine(bn)
     if conv.bias is not None:
         bias = bias + conv.bias * scale
     return conv.weight * scale.reshape(-1, *[1] * (conv.weight.dim() - 1)), bias

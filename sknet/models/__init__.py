@@ -11,8 +11,12 @@ from sknet.models import zoo_cifar  # noqa: F401  (Table 5)
 
 # isort: split
 from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
+
+# isort: split
+from sknet.models import zoo_lsknet  # noqa: F401  (LSKNet's ImageNet backbones)
 from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
 from sknet.models.factory import create_model, from_pretrained, from_timm, load_pretrained
+from sknet.models.lsknet import LSKNet
 from sknet.models.registry import (
     Derivation,
     ModelEntry,
@@ -37,6 +41,7 @@ __all__ = [
     "Derivation",
     "FeatureExtractor",
     "FeatureInfo",
+    "LSKNet",
     "ModelEntry",
     "Paper",
     "PaperRow",

@@ -24,9 +24,9 @@ class Backbone(nn.Module):
     (a stage with its own entry and exit layers, as LSKNet's patch embedding and norm).
     Subclasses build those three attributes and set ``num_features`` (channels entering the
     classifier) and ``feature_info``: one dict (``channels``, ``reduction``, ``name``) per feature
-    level, the stem's first then one per stage (see :class:`FeatureExtractor`). The stem level is
-    the output of the module ``name`` (``"stem"`` or ``"stem.K"``, a child of an
-    ``nn.Sequential`` stem, taken before the stem's max-pool). They inherit the uniform
+    level, the stem's first (if it has one) then one per stage (see :class:`FeatureExtractor`).
+    The stem level is the output of the module ``name`` (``"stem"`` or ``"stem.K"``, a child of
+    an ``nn.Sequential`` stem, taken before the stem's max-pool). They inherit the uniform
     interface: :meth:`forward_features`, :meth:`forward_head`, :meth:`reset_classifier` and
     :meth:`sk_units`.
     """
@@ -195,12 +195,14 @@ def resolve_out_indices(
 class FeatureExtractor(nn.Module):
     """``features_only`` view of a :class:`Backbone`: a list of feature maps, shallow to deep.
 
-    Feature levels (the backbone's ``feature_info``): 0 is the stem's first convolution, before
-    its max-pool (stride 2 for ImageNet models, as in timm's ResNets), and level ``k >= 1`` is
-    the output of stage ``k`` (paper stage ``k + 1``; strides 4, 8, 16, 32 for the ImageNet
-    ResNeXt family). ``out_indices`` picks levels (default: every stage, ``1..n``); stages after
-    the last one picked are left out (not run, not held). Parameter names stay those of the
-    backbone (``stem.*``, ``stages.*``).
+    Feature levels (the backbone's ``feature_info``): where the model has a stem level, 0 is the
+    stem's first convolution, before its max-pool (stride 2 for ImageNet models, as in timm's
+    ResNets), and level ``k >= 1`` is the output of stage ``k`` (paper stage ``k + 1``; strides 4,
+    8, 16, 32 for the ImageNet ResNeXt family). A model without one (its first level is a stage,
+    as LSKNet's, whose patch embeddings belong to the stages) has level ``k`` for stage ``k + 1``.
+    ``out_indices`` picks levels (default: every stage); stages after the last one picked are
+    left out (not run, not held). Parameter names stay those of the backbone (``stem.*``,
+    ``stages.*``).
 
     Args:
         model: the backbone (its classifier is dropped).
@@ -212,17 +214,20 @@ class FeatureExtractor(nn.Module):
         super().__init__()
         levels = model.feature_info
         name = model_name(model)
+        stem_name = str(levels[0]["name"])
+        self._stem_levels = int(stem_name == "stem" or stem_name.startswith("stem."))
         indices = (
-            list(range(1, len(levels)))
+            list(range(self._stem_levels, len(levels)))
             if out_indices is None
             else resolve_out_indices(out_indices, levels, name)
         )
         self.out_indices = tuple(indices)
         self.feature_info = FeatureInfo([{**levels[i], "index": i} for i in indices])
         self.stem = model.stem
-        self.stages = nn.ModuleList(list(model.stages)[: max(indices)])
-        stem_name = str(levels[0]["name"])
-        self._stem_tap = None if stem_name == "stem" else int(stem_name.removeprefix("stem."))
+        self.stages = nn.ModuleList(list(model.stages)[: max(indices) + 1 - self._stem_levels])
+        self._stem_tap = (
+            int(stem_name.removeprefix("stem.")) if stem_name.startswith("stem.") else None
+        )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self._stem_tap is None:
@@ -232,8 +237,8 @@ class FeatureExtractor(nn.Module):
                 x = module(x)
                 if position == self._stem_tap:
                     tapped = x
-        features = [tapped] if 0 in self.out_indices else []
-        for level, stage in enumerate(self.stages, start=1):
+        features = [tapped] if self._stem_levels and 0 in self.out_indices else []
+        for level, stage in enumerate(self.stages, start=self._stem_levels):
             x = stage(x)
             if level in self.out_indices:
                 features.append(x)

@@ -11,6 +11,8 @@ The paper's FLOPs are multiply-adds, but its rows come from two counting convent
   plus the Select of Eq. 6, ``V = sum_m a_m U_m``, one multiply-add per branch and output element.
 * ``"senet"``: rows the paper quotes from SENet (ResNeXt-50/101, SENet-50/101): convolutions and fc
   layers plus one multiply-add per BatchNorm output element and one per SE-gated element.
+* ``"conv"``: convolutions and fc layers only, for rows whose source prints no FLOPs to match
+  (LSKNet's ImageNet backbones).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sknet.layers.common import input_channels
 COUNTING: dict[str, tuple[str, ...]] = {
     "sk": ("select_macs",),
     "senet": ("bn_macs", "gate_macs"),
+    "conv": (),
 }
 """Which element-wise parts, on top of conv/fc MACs, each paper counting convention includes."""
 
