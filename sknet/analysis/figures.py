@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from sknet.analysis.report import contrast_title, difference_label, large_label
+from sknet.analysis.spatial import on_canvas
 from sknet.analysis.stimulus import enlarge, scale_label
 from sknet.atomic import atomic_path, printable
 from sknet.preprocessing import Preprocessing
@@ -203,39 +204,37 @@ def figure_regions(report: dict[str, Any]):
     names = list(sizes["units"])
     figure = Figure(figsize=(4.2 * len(names) + 1, 4.4), layout="constrained")
     panels = figure.subplots(1, len(names), squeeze=False, sharey=True)[0]
-    for axes, name in zip(panels, names, strict=True):
+    for index, (axes, name) in enumerate(zip(panels, names, strict=True)):
         for position, region in enumerate(("object", "background")):
             values = sizes["units"][name][region]
             axes.errorbar(centres, values["mean"], yerr=values["sem"], marker="o", capsize=3,
                           color=f"C{position}", label=region)
         axes.axhline(0.5, color="0.5", linewidth=0.8)
         rows, columns = report["units"][name]["map_size"]
-        _label(axes, "object height (pixels, measured)",
-               "share of the larger kernel, a_large / (a_small + a_large)",
+        ylabel = "share of the larger kernel, a_large / (a_small + a_large)" if not index else ""
+        _label(axes, "object height (pixels, measured)", ylabel,
                f"{name} ({rows}x{columns} map)", "region")
     total = sum(sizes["images"])
     title = f"LSK selection on the object and around it, by object size ({total} images, ±1 s.e.)"
     return _titled(figure, title, report)
 
 
-def _box(axes, box: list[int], stride: float, color: str) -> None:
-    """Outline a ``(top, bottom, left, right)`` canvas box on a map of cells ``stride`` pixels
-    apart, cell i centred on pixel ``stride * i`` (:func:`sknet.data.scaled.box_coverage`)."""
+def _box(axes, box: list[int], color: str) -> None:
+    """Outline a ``(top, bottom, left, right)`` box of canvas pixels."""
     from matplotlib.patches import Rectangle
 
     top, bottom, left, right = box
-    corner = ((left - 0.5) / stride, (top - 0.5) / stride)
-    axes.add_patch(Rectangle(corner, (right - left + 1) / stride, (bottom - top + 1) / stride,
+    axes.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
                              fill=False, edgecolor=color, linewidth=1.5))
 
 
 def figure_maps(report: dict[str, Any], images: torch.Tensor, preprocessing: Preprocessing):
-    """LSK units: two validation images with their object's box, and every unit's map of the
-    share of the larger kernel with the box scaled to it."""
+    """LSK units: two validation images with their object's box, and every unit's share of the
+    larger kernel as the analysis places it on the canvas (each pixel takes its nearest cell's),
+    with the box."""
     from matplotlib.figure import Figure
 
     names = list(report["units"])
-    side = report["input_size"]
     figure = Figure(figsize=(2.6 * (len(names) + 1) + 1, 2.6 * len(report["samples"]) + 0.6),
                     layout="constrained")
     panels = figure.subplots(len(report["samples"]), len(names) + 1, squeeze=False)
@@ -243,20 +242,21 @@ def figure_maps(report: dict[str, Any], images: torch.Tensor, preprocessing: Pre
     for row, sample, image in zip(panels, report["samples"], images, strict=True):
         row[0].imshow(_display(image, preprocessing), cmap="gray", vmin=0, vmax=1,
                       interpolation="nearest")
-        _box(row[0], sample["box"], 1, "C1")
+        _box(row[0], sample["box"], "C1")
         row[0].set_title(printable(f"image {sample['index']} (class {sample['class_name']}, "
                                    f"{sample['height']} px)"), fontsize=9)
         for axes, name in zip(row[1:], names, strict=True):
             values = sample["units"][name]
-            shown = axes.imshow(values["map"], vmin=0, vmax=1, cmap="viridis",
+            share = on_canvas(torch.tensor([values["map"]]), report["input_size"])[0]
+            shown = axes.imshow(share.numpy(), vmin=0, vmax=1, cmap="viridis",
                                 interpolation="nearest")
-            _box(axes, sample["box"], side / len(values["map"]), "C1")
+            _box(axes, sample["box"], "C1")
             axes.set_title(f"{name}: object {values['object']:.2f}, "
                            f"background {values['background']:.2f}", fontsize=9)
         for axes in row:
             axes.set_axis_off()
     figure.colorbar(shown, ax=panels, label="share of the larger kernel", shrink=0.8)
-    return _titled(figure, "LSK selection maps with the object's box", report)
+    return _titled(figure, "LSK selection on the canvas, with the object's box", report)
 
 
 def write_spatial_figures(

