@@ -162,8 +162,8 @@ def format_derivations(reports: Iterable[RowReport]) -> str:
 
 def family(entry: ModelEntry) -> str:
     """The model's family, read from its builder and config: LSKNet, else the block, the number
-    of branches and attention (SK), ``se_reduction`` (SE) and the stem (CIFAR, or digits: one
-    input channel; for LSKNet, one input channel alone).
+    of branches and attention (SK), ``radix`` (split attention: ResNeSt), ``se_reduction`` (SE)
+    and the stem (CIFAR, or digits: one input channel; for LSKNet, one input channel alone).
     """
     config = entry.config
     selective = len(config.get("branches", ())) > 1 and config.get("attention", True)
@@ -174,6 +174,8 @@ def family(entry: ModelEntry) -> str:
         name = "SK-ShuffleNetV2" if selective else "SE-ShuffleNetV2" if squeezed else "ShuffleNetV2"
     elif config.get("block") == "basic":
         name = "SK-ResNet" if selective else "SE-ResNet" if squeezed else "ResNet"
+    elif config.get("radix") is not None:
+        name = "ResNeSt"
     else:
         name = "SKNet" if selective else "SENet" if squeezed else "ResNeXt"
     if config.get("stem") == "cifar":

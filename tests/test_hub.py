@@ -14,6 +14,7 @@ from tiny import TINY
 
 import sknet
 from sknet.cli import main
+from sknet.preprocessing import Preprocessing
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -90,3 +91,23 @@ def test_what_is_missing_is_said_in_one_line(cache, monkeypatch, capsys):
         "sknet eval: error: hub ids (hf-hub:...) need the huggingface_hub package: "
         "pip install 'sknet[hub]'"
     ]
+
+
+def test_a_resnest_id_and_its_folder_load_with_timms_preprocessing(cache, tmp_path):
+    torch.manual_seed(0)
+    theirs = timm.create_model("resnest14d").eval()
+    timm.models.save_for_hf(theirs, str(tmp_path / "hub"), safe_serialization=True)
+    files = {name: tmp_path / "hub" / name for name in ("model.safetensors", "config.json")}
+    lay_out(cache, "timm/resnest14d.gluon_in1k", files)
+    model = sknet.create_model("resnest14d", pretrained=True).eval()  # the registry's hub id
+    cfg = theirs.pretrained_cfg
+    assert model.record.preprocessing == Preprocessing(
+        224, 256, "bilinear", tuple(cfg["mean"]), tuple(cfg["std"])
+    )
+    from_folder = sknet.load_pretrained(tmp_path / "hub").eval()
+    assert from_folder.record.name == "resnest14d"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = theirs(x)
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(from_folder(x), expected, rtol=1e-4, atol=1e-5)

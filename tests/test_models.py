@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sknet
-from sknet.layers import fast
+from sknet.layers import SplitAttentionConv, fast
 from sknet.models import create_model, get_entry, list_models
 from sknet.preprocessing import PAPER_IMAGENET
 
@@ -86,6 +86,34 @@ def test_sk_units_are_named_like_the_paper():
     assert {"SK_2_3", "SK_3_4", "SK_4_6", "SK_5_3"} <= set(units)
     assert all(isinstance(unit, sknet.SKConv) for unit in units.values())
     assert create_model("resnext50_32x4d").sk_units() == {}
+
+
+def test_split_attention_units_are_selection_units_named_alike():
+    with torch.device("meta"):
+        units = create_model("resnest50d_4s2x40d").sk_units()
+    assert len(units) == 16 and list(units)[:4] == ["SK_2_1", "SK_2_2", "SK_2_3", "SK_3_1"]
+    unit = units["SK_4_1"]
+    assert isinstance(unit, SplitAttentionConv) and (unit.radix, unit.cardinality) == (4, 2)
+
+
+def test_resnest_options_build_timms_layout():
+    """The deep stem, the pooled shortcut and the avd pool where timm has them."""
+    with torch.device("meta"):
+        model = create_model("resnest101e")
+    assert [m.conv.out_channels for m in model.stem[:3]] == [64, 64, 128]
+    first, strided = model.stages[0][0], model.stages[1][0]
+    assert first.shortcut_pool is None and first.pool_after is None  # stride 1: no pools
+    assert first.downsample.conv.stride == (1, 1)
+    assert strided.shortcut_pool.ceil_mode and not strided.shortcut_pool.count_include_pad
+    assert strided.downsample.conv.stride == (1, 1) and strided.pool_before is None
+    assert strided.pool_after.stride == 2 and strided.pool_after.count_include_pad
+    assert strided.conv2.splits.conv.stride == (1, 1)
+    with pytest.raises(ValueError, match="radix 2 splits one convolution"):
+        create_model("resnest14d", branches=[(3, 1, 1), (3, 2, 1)])
+    with pytest.raises(ValueError, match="avd must be None, 'before' or 'after'"):
+        create_model("resnest14d", avd="first")
+    with pytest.raises(ValueError, match="deep stem needs even stem_channels"):
+        create_model("resnest14d", stem_channels=63)
 
 
 def test_table_rows_are_one_call():

@@ -120,6 +120,7 @@ def test_families_and_sizes_come_from_the_configs():
         "se_shufflenet_v2_x1_0": "SE-ShuffleNetV2", "sk_shufflenet_v2_x1_0": "SK-ShuffleNetV2",
         "senet_digits": "SENet (digits)", "resnext29_8x64d": "ResNeXt (CIFAR)",
         "lsknet_t": "LSKNet",
+        "resnest50d": "ResNeSt", "resnest50d_1s4x24d": "ResNeSt",
     }
     assert {name: family(get_entry(name)) for name in expected} == expected
 

@@ -14,6 +14,9 @@ from sknet.models import zoo_digits  # noqa: F401  (the README's main job)
 
 # isort: split
 from sknet.models import zoo_lsknet  # noqa: F401  (LSKNet's ImageNet backbones)
+
+# isort: split
+from sknet.models import zoo_resnest  # noqa: F401  (ResNeSt, timm's variants)
 from sknet.models.base import Backbone, FeatureExtractor, FeatureInfo
 from sknet.models.factory import create_model, from_pretrained, from_timm, load_pretrained
 from sknet.models.lsknet import LSKNet

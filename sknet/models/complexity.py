@@ -8,7 +8,8 @@ The paper's FLOPs are multiply-adds, but its rows come from two counting convent
 ``docs/reproducing.md``), and :data:`COUNTING` makes each one a computed sum of parts:
 
 * ``"sk"``: the SK authors' own count (Tables 3, 6, 7, SKNet rows): convolutions and fc layers
-  plus the Select of Eq. 6, ``V = sum_m a_m U_m``, one multiply-add per branch and output element.
+  plus the Select of Eq. 6, ``V = sum_m a_m U_m``, one multiply-add per branch and output element
+  (and alike per split of a split-attention unit: its weighted sum, or its gate at radix 1).
 * ``"senet"``: rows the paper quotes from SENet (ResNeXt-50/101, SENet-50/101): convolutions and fc
   layers plus one multiply-add per BatchNorm output element and one per SE-gated element.
 * ``"conv"``: convolutions and fc layers only, for rows whose source prints no FLOPs to match
@@ -25,7 +26,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from sknet.layers import ConvBnAct, SKConv, SqueezeExcite, fast
+from sknet.layers import ConvBnAct, SKConv, SplitAttentionConv, SqueezeExcite, fast
 from sknet.layers.common import input_channels
 
 COUNTING: dict[str, tuple[str, ...]] = {
@@ -44,7 +45,8 @@ class Profile:
         params: learnable parameters.
         macs: conv and fc multiply-adds (``FlopCounterMode`` FLOPs / 2).
         bn_macs: BatchNorm output elements (one multiply-add each in inference).
-        select_macs: SK Select multiply-adds: M per output element of each attention SK conv.
+        select_macs: SK Select multiply-adds: M per output element of each attention SK conv,
+            radix per output element of each split-attention conv.
         gate_macs: SE-gated elements (one multiply each).
     """
 
@@ -92,6 +94,8 @@ def profile_model(
         elif isinstance(module, SKConv) and module.attention is not None:
             factor = len(module.branches)
             handles.append(module.register_forward_hook(adder("select_macs", factor)))
+        elif isinstance(module, SplitAttentionConv):
+            handles.append(module.register_forward_hook(adder("select_macs", module.radix)))
         elif isinstance(module, SqueezeExcite):
             handles.append(module.register_forward_hook(adder("gate_macs")))
     device = next(model.parameters()).device

@@ -284,7 +284,8 @@ def _timm_model(
     architecture = config.get("architecture")
     if architecture is not None and architecture in TIMM_ARCHITECTURES:
         label = f"{label} (timm's {architecture})"
-    head, stem = state.get("fc.weight"), state.get("conv1.weight")
+    head = state.get("fc.weight")
+    stem = state.get("conv1.weight", state.get("conv1.0.weight"))  # the deep stem's first conv
     classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
     if stem is not None and stem.ndim == 4 and stem.shape[1] != 3 and "in_chans" not in kwargs:
         kwargs["in_chans"] = int(stem.shape[1])

@@ -8,7 +8,9 @@ architectures in :data:`TIMM_ARCHITECTURES` (the tests check it output for outpu
 layers in the same order, the stride in the middle convolution, "same" padding, the stem's
 7x7/2 conv and padded 3x3/2 max-pool. Only the names differ (ours -> timm's):
 
-* ``stem.0.conv``, ``stem.0.bn`` -> ``conv1``, ``bn1``; ``fc`` -> ``fc``;
+* ``stem.0.conv``, ``stem.0.bn`` -> ``conv1``, ``bn1``; ``fc`` -> ``fc``; the deep stem's three
+  conv + BN (``stem.{0,1,2}``) -> ``conv1.0``/``conv1.1``, ``conv1.3``/``conv1.4``,
+  ``conv1.6``/``bn1`` (timm's ``conv1`` is a sequence with the activations at 2 and 5);
 * ``stages.{i}.{j}`` -> ``layer{i+1}.{j}``, and in each block:
 * ResNet, ResNeXt and SE blocks: ``conv{k}.conv``, ``conv{k}.bn`` -> ``conv{k}``, ``bn{k}``;
 * SK blocks: the plain convolutions keep their names (``conv{k}.conv``, ``conv{k}.bn``); in the
@@ -16,7 +18,12 @@ layers in the same order, the stride in the middle convolution, "same" padding, 
   ``paths.{m}`` (the same order: 3x3, then 3x3 with dilation 2), ``attention.fuse.conv``/``.bn``
   -> ``attn.fc_reduce``/``attn.bn`` (Eq. 3), ``attention.select`` -> ``attn.fc_select`` (one 1x1
   conv to M*C logits, read as [M, C] by both);
-* ``downsample.conv``/``.bn`` -> ``downsample.0``/``.1``; ``se.fc1``, ``se.fc2`` unchanged.
+* split-attention blocks (ResNeSt): ``conv2.splits.conv``/``.bn`` -> ``conv2.conv``/``bn0``,
+  ``conv2.attention.fc1``/``.bn``/``.fc2`` -> ``conv2.fc1``/``bn1``/``fc2``; the plain
+  convolutions as in ResNet blocks;
+* ``downsample.conv``/``.bn`` -> ``downsample.0``/``.1``, or with ``avg_down`` (whose pool is
+  timm's ``downsample.0``, an identity at stride 1) ``downsample.1``/``.2``; ``se.fc1``,
+  ``se.fc2`` unchanged.
 
 timm's SK attention is ours: it pools the sum of the branches, reduces to
 ``d = max(C/16, 32)`` channels (its ``make_divisible(C/16, 32)`` gives the same for every width
@@ -26,7 +33,13 @@ blocks with SK in the first 3x3: ungrouped branches, each reading half of the in
 (``split_input``), and ``d = make_divisible(C/8, 16)``, which is our ``max(C/8, 16)`` for their
 widths 64-512. Its SE is ours too (``C -> C/16 -> C`` 1x1 convs with bias, ReLU, sigmoid, on the
 block output before the shortcut). timm's ``legacy_*`` SENets are not: their stem pools with
-``ceil_mode`` and no padding; nor are its ``*d`` models (deep stem, pooled shortcut).
+``ceil_mode`` and no padding.
+
+timm's ResNeSt is our backbone with its ResNeSt options: its ``SplitAttn`` is our
+:class:`~sknet.layers.SplitAttentionConv` (the same attention width rule, grouped ``fc1``/``fc2``
+with biases, the same channel order), its deep stem ours, its ``avg_down`` shortcut ours (2x2
+average pool, ceil mode, padding not counted), its ``avd`` pool ours (3x3, padding 1 counted, only
+in strided blocks: timm never marks a block ``is_first``), ``avd_first`` our ``avd="before"``.
 """
 
 from __future__ import annotations
@@ -42,7 +55,7 @@ import torch
 from torch import nn
 
 from sknet.errors import UserError
-from sknet.layers import SKConv
+from sknet.layers import SKConv, SplitAttentionConv
 from sknet.models.resnext import ResNeXt
 from sknet.models.weights_io import (
     CONFIG_NAME,
@@ -65,8 +78,17 @@ TIMM_ARCHITECTURES: dict[str, str] = {
     "skresnet34": "skresnet34",
     "resnet18": "resnet18",
     "resnet34": "resnet34",
+    **{
+        name: name
+        for name in (
+            "resnest14d", "resnest26d", "resnest50d", "resnest50d_4s2x40d",
+            "resnest50d_1s4x24d", "resnest101e", "resnest200e", "resnest269e",
+        )
+    },
 }
-"""timm architecture -> our model that computes the same network (checked by the tests)."""
+"""timm architecture -> our model that computes the same network (checked by the tests). Weights
+without a name are matched against these in this order, small models first: each candidate is
+built (on the meta device) until one fits."""
 
 _SUPPORTED = "timm import/export covers the ImageNet ResNet-family models: " + ", ".join(
     f"{ours} (timm's {theirs})" for theirs, ours in TIMM_ARCHITECTURES.items()
@@ -81,28 +103,40 @@ WRAPPER_KEYS = ("state_dict", "model")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 """Prefixes that DistributedDataParallel and ``torch.compile`` add to every key."""
 
-_TOP = (
-    (r"stem\.0\.conv\.", "conv1."),
-    (r"stem\.0\.bn\.", "bn1."),
-    (r"fc\.", "fc."),
-)
-_SHARED_BLOCK = (
-    (r"downsample\.conv\.", "downsample.0."),
-    (r"downsample\.bn\.", "downsample.1."),
-    (r"se\.(fc[12])\.", r"se.\1."),
-)
-_PLAIN_BLOCK = (
+_STEMS = {
+    "imagenet": ((r"stem\.0\.conv\.", "conv1."), (r"stem\.0\.bn\.", "bn1.")),
+    "deep": (
+        (r"stem\.0\.conv\.", "conv1.0."),
+        (r"stem\.0\.bn\.", "conv1.1."),
+        (r"stem\.1\.conv\.", "conv1.3."),
+        (r"stem\.1\.bn\.", "conv1.4."),
+        (r"stem\.2\.conv\.", "conv1.6."),
+        (r"stem\.2\.bn\.", "bn1."),
+    ),
+}
+_HEAD = ((r"fc\.", "fc."),)
+_SHORTCUTS = {
+    False: ((r"downsample\.conv\.", "downsample.0."), (r"downsample\.bn\.", "downsample.1.")),
+    True: ((r"downsample\.conv\.", "downsample.1."), (r"downsample\.bn\.", "downsample.2.")),
+}
+_SE = ((r"se\.(fc[12])\.", r"se.\1."),)
+_PLAIN_CONVS = (
     (r"conv(\d)\.conv\.", r"conv\1."),
     (r"conv(\d)\.bn\.", r"bn\1."),
-    *_SHARED_BLOCK,
 )
-_SK_BLOCK = (
+_SK_CONVS = (
     (r"conv(\d)\.(conv|bn)\.", r"conv\1.\2."),
     (r"conv(\d)\.branches\.(\d+)\.(conv|bn)\.", r"conv\1.paths.\2.\3."),
     (r"conv(\d)\.attention\.fuse\.conv\.", r"conv\1.attn.fc_reduce."),
     (r"conv(\d)\.attention\.fuse\.bn\.", r"conv\1.attn.bn."),
     (r"conv(\d)\.attention\.select\.", r"conv\1.attn.fc_select."),
-    *_SHARED_BLOCK,
+)
+_SPLIT_ATTENTION_CONVS = (
+    (r"conv(\d)\.splits\.conv\.", r"conv\1.conv."),
+    (r"conv(\d)\.splits\.bn\.", r"conv\1.bn0."),
+    (r"conv(\d)\.attention\.(fc[12])\.", r"conv\1.\2."),
+    (r"conv(\d)\.attention\.bn\.", r"conv\1.bn1."),
+    *_PLAIN_CONVS,
 )
 _BLOCK = re.compile(r"stages\.(\d+)\.(\d+)\.(.*)")
 StateDict = dict[str, torch.Tensor]
@@ -134,9 +168,8 @@ def timm_names(model: nn.Module) -> dict[str, str]:
     name = model_name(model)
     if not isinstance(model, ResNeXt):
         raise UserError(f"model {name!r} has no timm counterpart: {_SUPPORTED}")
-    block_rules = (
-        _SK_BLOCK if any(isinstance(module, SKConv) for module in model.modules()) else _PLAIN_BLOCK
-    )
+    top_rules = (*_STEMS.get(model.stem_type, ()), *_HEAD)
+    block_rules = (*_block_convs(model), *_SHORTCUTS[model.avg_down], *_SE)
     names = {}
     for key in model.state_dict():
         block = _BLOCK.fullmatch(key)
@@ -145,13 +178,21 @@ def timm_names(model: nn.Module) -> dict[str, str]:
             if renamed is not None:
                 renamed = f"layer{int(block[1]) + 1}.{block[2]}.{renamed}"
         else:
-            renamed = _rename(key, _TOP)
+            renamed = _rename(key, top_rules)
         if renamed is None:
             raise UserError(
                 f"model {name!r}: its key {key!r} has no counterpart in timm's ResNet; {_SUPPORTED}"
             )
         names[key] = renamed
     return names
+
+
+def _block_convs(model: ResNeXt) -> tuple[tuple[str, str], ...]:
+    """The renaming of a block's convolutions: by the kind of its selection unit, if any."""
+    for unit, rules in ((SKConv, _SK_CONVS), (SplitAttentionConv, _SPLIT_ATTENTION_CONVS)):
+        if any(isinstance(module, unit) for module in model.modules()):
+            return rules
+    return _PLAIN_CONVS
 
 
 def to_timm(model: nn.Module) -> StateDict:
