@@ -12,11 +12,18 @@ import math
 import pytest
 import torch
 
-from sknet.analysis import SPATIAL_FILES, analyze, capture_attention, format_findings
+from sknet.analysis import (
+    SPATIAL_FILES,
+    analyze,
+    capture_attention,
+    format_findings,
+    selecting_units,
+)
 from sknet.analysis.spatial import REGIONS, nearest_cells, on_canvas
 from sknet.cli import main
 from sknet.data import open_data
 from sknet.data.scaled import box_masks
+from sknet.layers import LSKUnit, SKConv
 from sknet.models import create_model, load_pretrained, save_pretrained
 
 SPEC = "scaled-digits"
@@ -185,3 +192,12 @@ def test_what_does_not_apply_is_refused_in_one_line(weights, tmp_path, capsys):
                                          "units select per position (their weights have no "
                                          "channels); leave it out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_mixing_per_channel_and_spatial_units_is_refused():
+    class Mixed(torch.nn.Module):
+        def sk_units(self) -> dict[str, torch.nn.Module]:
+            return {"SK_2_1": SKConv(8, 8, branches=[[3, 1, 1], [3, 2, 1]]), "SK_3_1": LSKUnit(8)}
+
+    with pytest.raises(ValueError, match="mixes units that select per position"):
+        selecting_units(Mixed())
