@@ -8,16 +8,22 @@ on a 32-pixel canvas, 1,000 validation digits each at six heights) with one reci
   (``K3``), one 3x3 with dilation 2 (``K5``, the paper's "5x5"), their plain sum, SK over both (the
   registered model), SK over three (+ dilation 3);
 * the ResNeXt and SENet counterparts at matched multiply-adds (``resnext_digits``,
-  ``senet_digits``).
+  ``senet_digits``);
+* the selective-kernel family at matched multiply-adds: split attention (``resnest_digits``,
+  ResNeSt's unit in place of SK's) and LSK (``lsknet_digits``, a small LSKNet).
 
 For each run: parameters, multiply-adds at the canvas size, the validation top-1 error after the
-last epoch (no selection on the validation set) and that error per true object height. The SK
-runs are also analysed (``sknet analyze``): their attention difference against object height per
-unit. Written to ``--out``: ``runs.csv``, ``summary.csv``, ``results.json`` (with the command),
-``ablation.png``; the Markdown table is printed at the end.
+last epoch (no selection on the validation set) and that error per true object height. The runs
+with selection units are also analysed (``sknet analyze``), and the slope of their attention
+against object height is kept per unit: for SK the difference large minus small kernel, for split
+attention last minus first split (one kernel), for LSK the share of the larger kernel on the
+object, on the background and their difference (``docs/analysis.md``). Written to ``--out``:
+``runs.csv``, ``summary.csv``, ``results.json`` (with the command), ``ablation.png``; the Markdown
+table is printed at the end.
 
-    python benchmarks/ablation.py                       # 7 variants x 3 seeds, 7 epochs each
+    python benchmarks/ablation.py                       # 9 variants x 3 seeds, 7 epochs each
     python benchmarks/ablation.py --seeds 5 --device cuda   # more seeds on a GPU
+    python benchmarks/ablation.py --variants "K3+K5 SK" "ResNeSt (matched)" "LSKNet (matched)"
 """
 
 from __future__ import annotations
@@ -33,10 +39,13 @@ from torch.utils.data import DataLoader
 
 import sknet
 from sknet.analysis import analyze
+from sknet.analysis.kinds import unit_kind
+from sknet.analysis.report import difference_label
 from sknet.analysis.sizes import bin_of, size_bins
+from sknet.analysis.spatial import FORMAT as SPATIAL_FORMAT
 from sknet.atomic import atomic_path
 from sknet.data import collate
-from sknet.devices import pick_device
+from sknet.devices import THREADS_HELP, pick_device, torch_threads
 from sknet.models.zoo_digits import TABLE7_VARIANTS
 from sknet.trained import open_trained
 
@@ -44,6 +53,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     **{label: ("sknet_digits", kwargs) for label, kwargs in TABLE7_VARIANTS.items()},
     "ResNeXt (matched)": ("resnext_digits", {}),
     "SENet (matched)": ("senet_digits", {}),
+    "ResNeSt (matched)": ("resnest_digits", {}),
+    "LSKNet (matched)": ("lsknet_digits", {}),
 }
 """Label -> (registered model, keyword overrides)."""
 
@@ -57,6 +68,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         metavar="NAME", help=f"variants (default all: {', '.join(VARIANTS)})")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/ablation"),
                         help="results folder (default benchmarks/ablation)")
     return parser.parse_args()
@@ -84,19 +96,38 @@ def errors_by_size(run: Path, device: str) -> tuple[list[float], list[float]]:
     return [float(height) for height in grid], errors
 
 
+def attention_slopes(report: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
+    """What the analysis measured and its slope against height per series: per unit (SK, split
+    attention), or per unit and region (LSK: ``SK_1_1/object``, ...)."""
+    units = report["sizes"]["units"]
+    if report["format"] == SPATIAL_FORMAT:
+        measure = "share of the larger kernel (LSK)"
+        return measure, {f"{unit}/{region}": values["slope"]
+                         for unit, regions in units.items() for region, values in regions.items()}
+    return difference_label(report), {unit: values["slope"] for unit, values in units.items()}
+
+
 def main() -> None:
     args = parse_args()
+    with torch_threads(args.threads):
+        run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """Every variant and seed, then the files and the printed table."""
     started = time.perf_counter()
     work = args.out / "work"
-    rows, slopes, bins = [], {}, None
+    rows, slopes, measures, bins = [], {}, {}, None
     for label in args.variants:
         name, kwargs = VARIANTS[label]
         with torch.device("meta"):
             model = sknet.create_model(name, **kwargs)
+        selects = any(unit_kind(unit) for unit in model.sk_units().values())
         for seed in range(args.seeds):
             run = work / f"{name}-{label.replace(' ', '_').replace('+', '')}-{seed}"
             summary = quiet_train(run, data=args.data, model=name, model_kwargs=kwargs,
-                                  seed=seed, epochs=args.epochs, device=args.device)
+                                  seed=seed, epochs=args.epochs, device=args.device,
+                                  threads=args.threads)
             size = summary["input_size"]
             bins, by_size = errors_by_size(run, args.device)
             row = {
@@ -107,11 +138,12 @@ def main() -> None:
                     bins, by_size, strict=True)},
                 "seconds": round(summary["wall_seconds"], 1),
             }
-            if "SK" in label:
+            if selects:
                 report = analyze(run / "last.pt", out=run / "analysis", progress=False)
-                for unit, values in report["sizes"]["units"].items():
-                    slopes.setdefault(label, {}).setdefault(unit, []).append(values["slope"])
-                    row[f"slope_{unit}"] = values["slope"]
+                measures[label], fitted = attention_slopes(report)
+                for series, slope in fitted.items():
+                    slopes.setdefault(label, {}).setdefault(series, []).append(slope)
+                    row[f"slope_{series}"] = slope
             rows.append(row)
             print(f"{label} seed {seed}: {row['last_top1_err']:.2f}% "
                   f"({row['seconds']:.0f} s)", flush=True)
@@ -129,8 +161,10 @@ def main() -> None:
     }
     seconds = time.perf_counter() - started
     write_results(args.out, rows, table, {
-        "data": args.data, "epochs": args.epochs, "device": args.device, "heights": bins,
-        "attention_slope_per_px": slope_table, "seconds": round(seconds),
+        "data": args.data, "epochs": args.epochs, "device": args.device,
+        "threads": args.threads, "heights": bins,
+        "attention_slope_per_px": slope_table, "attention_measure": measures,
+        "seconds": round(seconds),
     })
     plot(table, bins, args.out / "ablation.png", args.data)
     columns = ["variant", "params", "mmacs", "runs", "last_top1_err_mean", "last_top1_err_std",
@@ -140,7 +174,8 @@ def main() -> None:
         shown = ", ".join(
             f"{unit} {10 * v['mean']:+.4f} ± {10 * v['std']:.4f}" for unit, v in units.items()
         )
-        print(f"{label}: attention slope per 10 px of height (mean ± std over seeds): {shown}")
+        print(f"{label}: slope per 10 px of height of the {measures[label]} (mean ± std over "
+              f"seeds): {shown}")
     print(f"{len(rows)} runs in {seconds / 60:.1f} min; files in {args.out}")
 
 

@@ -276,8 +276,9 @@ def _add_analyze(commands: argparse._SubParsersAction) -> None:
     )
     add = parser.add_argument
     add("--out", required=True, metavar="DIR", help="folder for the CSV, JSON and PNG files")
-    add("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0], metavar="S",
-        help="object magnifications, each >= 1 (default 1.0 1.5 2.0); Fig. 4 uses the first two")
+    add("--scales", type=float, nargs="+", default=None, metavar="S",
+        help="object magnifications, each >= 1 (default 1.0 1.5 2.0); Fig. 4 uses the first two "
+        "(LSK units: not taken, they are analysed at 1.0x)")
     add("--unit", default=None, metavar="SK_s_b",
         help="unit of the per-channel panel (default: last unit of the second SK stage, "
         "SK_3_4 for SKNet-50)")

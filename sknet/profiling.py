@@ -24,6 +24,7 @@ from sknet.models import (
 )
 from sknet.models.complexity import Profile, profile_model, short_count
 from sknet.models.registry import ModelEntry, Paper, PaperRow
+from sknet.models.zoo_lsknet import LSKNET_MODELS
 
 
 def profile(name: str, input_size: int | None = None, **kwargs: Any) -> Profile:
@@ -162,13 +163,13 @@ def format_derivations(reports: Iterable[RowReport]) -> str:
 def family(entry: ModelEntry) -> str:
     """The model's family, read from its builder and config: LSKNet, else the block, the number
     of branches and attention (SK), ``radix`` (split attention: ResNeSt), ``se_reduction`` (SE)
-    and the stem (CIFAR, or digits: one input channel).
+    and the stem (CIFAR, or digits: one input channel; for LSKNet, one input channel alone).
     """
     config = entry.config
     selective = len(config.get("branches", ())) > 1 and config.get("attention", True)
     squeezed = config.get("se_reduction") is not None
     if issubclass(entry.builder, LSKNet):
-        return "LSKNet"
+        return "LSKNet (digits)" if config.get("in_chans") == 1 else "LSKNet"
     if issubclass(entry.builder, ShuffleNetV2):
         name = "SK-ShuffleNetV2" if selective else "SE-ShuffleNetV2" if squeezed else "ShuffleNetV2"
     elif config.get("block") == "basic":
@@ -191,7 +192,7 @@ def _paper_error(entry: ModelEntry) -> str:
 
 
 def _weights(entry: ModelEntry) -> str:
-    if issubclass(entry.builder, LSKNet):
+    if entry.name in LSKNET_MODELS:
         return "LSKNet's official checkpoints (`pretrained=PATH`: see docs/weights.md)"
     if entry.hub_id is None:
         return "train your own"

@@ -1,11 +1,13 @@
 """The attention analysis of Section 4.4: stimulus, capture, streamed statistics, files, errors.
 
 Checkpoints are a 21k-parameter sknet_digits variant trained for one epoch at 8x8 (about a
-second), or freshly initialised models saved in the released format.
+second), or freshly initialised models saved in the released format (resnest_digits for split
+attention; LSK units are tested in test_spatial.py).
 """
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from sknet.analysis import (
     default_class_units,
     default_unit,
     enlarge,
+    format_findings,
     scale_label,
     selecting_units,
     stage_units,
@@ -30,7 +33,7 @@ from sknet.analysis import (
 from sknet.cli import main
 from sknet.data import open_data
 from sknet.evaluation import evaluate
-from sknet.models import create_model, save_pretrained
+from sknet.models import create_model, load_pretrained, save_pretrained
 
 QUICK = {"limit": 60, "batch_size": 16, "progress": False}
 """60 of the 360 validation digits, evenly spaced, in batches of 16 (the last one partial)."""
@@ -317,3 +320,57 @@ def test_a_model_without_selection_fails_in_one_line(kind, tmp_path, capsys):
                         "--out", str(tmp_path / "out"))
     assert status == 2 and line.startswith("sknet analyze: error: model ")
     assert kind in line
+
+
+# -- split attention (ResNeSt's unit): the splits' weights, contrasted last minus first --------
+
+
+def test_split_attention_is_analysed_split_by_split(tmp_path):
+    """resnest_digits, freshly initialised (its attention made to vary, so the splits differ), on 60
+    scaled digits of known size: every file, the difference recomputed from the captured weights
+    as split 2 minus split 1, and the labels saying it is one kernel."""
+    spec = "scaled-digits:16"
+    source = open_data(spec)
+    torch.manual_seed(0)
+    model = create_model("resnest_digits")
+    for unit in model.sk_units().values():
+        for layer in (unit.attention.fc1, unit.attention.fc2):
+            torch.nn.init.normal_(layer.weight, std=0.5)
+    save_pretrained(model, tmp_path / "weights", dataset=spec, class_names=source.class_names,
+                    preprocessing=source.preprocessing(16))
+    report = analyze(tmp_path / "weights", out=tmp_path / "out", scales=[1.0, 2.0], **QUICK)
+    assert {*FILES, "sizes.csv", "fig_size.png"} == {path.name for path in
+                                                     (tmp_path / "out").iterdir()}
+    for unit in report["units"].values():
+        assert unit["receptive_fields"] == [3, 3] and (unit["large"], unit["small"]) == (1, 0)
+        assert unit["branches"] == [[3, 1, 4], [3, 1, 4]]  # one kernel: 3x3 of 4 groups, twice
+    findings = format_findings(report)
+    assert "mean attention difference (split 2 (3x3) − split 1 (3x3))" in findings
+    assert "mean attention on split 2 (3x3) rises" in findings
+
+    indices = [index * len(source.val) // 60 for index in range(60)]
+    val = source.val_set(16, source.preprocessing(16))
+    images = torch.stack([val[index][0] for index in indices])
+    rows = {(row["unit"], float(row["scale"])): row
+            for row in _rows(tmp_path / "out" / "units.csv") if row["source"] == "all"}
+    trained = load_pretrained(tmp_path / "weights").eval()
+    for scale in (1.0, 2.0):
+        for name, weights in capture_attention(trained, enlarge(images, scale)).items():
+            assert weights.shape == (60, 2, report["units"][name]["channels"])
+            assert torch.allclose(weights.sum(1), torch.ones(60, weights.shape[-1]))
+            assert (weights[:, 1] - weights[:, 0]).std() > 0.01  # not 1/2 each: the splits differ
+            difference = (weights[:, 1] - weights[:, 0]).mean(1).double()
+            row = rows[(name, scale)]
+            assert float(row["diff_mean"]) == pytest.approx(difference.mean().item(), abs=1e-6)
+            assert float(row["branch1_mean"]) == pytest.approx(weights[:, 0].mean().item(),
+                                                               abs=1e-6)
+    for values in report["sizes"]["units"].values():
+        assert all(math.isfinite(values[key]) for key in ("slope", "slope_se", "correlation"))
+
+
+def test_split_attention_of_radix_one_fails_in_one_line(tmp_path, capsys):
+    save_pretrained(create_model("resnest_digits", radix=1), tmp_path / "weights",
+                    dataset="digits", preprocessing={"input_size": 8})
+    status, line = _cli(capsys, "analyze", "--checkpoint", str(tmp_path / "weights"),
+                        "--out", str(tmp_path / "out"))
+    assert status == 2 and "its split-attention units have radix 1" in line

@@ -1,10 +1,13 @@
-"""Attention versus object size: the analysis of Section 4.4 (Figures 3 and 4).
+"""Attention versus object size: the analysis of Section 4.4 (Figures 3 and 4), for SK units and
+the family's other selection units (split attention, LSK).
 
 Modules by job: :mod:`~sknet.analysis.stimulus` (the enlarged central object),
-:mod:`~sknet.analysis.capture` (SK units and a hook on their attention),
+:mod:`~sknet.analysis.kinds` (the kinds of selection unit and what is contrasted in each),
+:mod:`~sknet.analysis.capture` (selection units and a hook on their attention),
 :mod:`~sknet.analysis.statistics` (streamed sums), :mod:`~sknet.analysis.report` (the numbers and
 their text), :mod:`~sknet.analysis.tables` (JSON and CSV files), :mod:`~sknet.analysis.figures`
-(Figures 3a-c and 4) and :mod:`~sknet.analysis.run`, whose :func:`analyze` runs them on trained
+(Figures 3a-c and 4), :mod:`~sknet.analysis.spatial` (LSK units: the selection on the object and
+around it) and :mod:`~sknet.analysis.run`, whose :func:`analyze` runs them on trained
 weights and writes everything to a folder (see ``docs/analysis.md``).
 """
 
@@ -18,7 +21,7 @@ from sknet.analysis.capture import (
     stages,
 )
 from sknet.analysis.report import branch_label, classes_rising, format_findings
-from sknet.analysis.run import FILES, SAMPLE_SEED, analyze
+from sknet.analysis.run import FILES, SAMPLE_SEED, SPATIAL_FILES, analyze
 from sknet.analysis.statistics import CHANNEL_GROUP, AttentionStatistics, default_channel_group
 from sknet.analysis.stimulus import SCALES, crop_side, enlarge, scale_label
 from sknet.analysis.tables import channel_rows, class_rows, unit_rows
@@ -28,6 +31,7 @@ __all__ = [
     "FILES",
     "SAMPLE_SEED",
     "SCALES",
+    "SPATIAL_FILES",
     "AttentionStatistics",
     "analyze",
     "branch_label",

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from sknet.analysis.report import difference_label, large_label
+from sknet.analysis.report import contrast_title, difference_label, large_label
+from sknet.analysis.spatial import on_canvas
 from sknet.analysis.stimulus import enlarge, scale_label
 from sknet.atomic import atomic_path, printable
 from sknet.preprocessing import Preprocessing
@@ -86,7 +87,7 @@ def _unit_panel(axes, report: dict[str, Any], values, stds=None) -> None:
     axes.axhline(0, color="0.5", linewidth=0.8)
     axes.set_xticks(x, names)
     _label(axes, "SK unit (last of each stage)", _difference_axis(report),
-           "large minus small kernel, per unit", "object size")
+           f"{contrast_title(report)}, per unit", "object size")
 
 
 def figure_sample(report: dict[str, Any], sample: dict[str, Any], images, preprocessing):
@@ -187,7 +188,80 @@ def figure_sizes(report: dict[str, Any]):
                       color=f"C{position}", label=name)
     axes.axhline(0, color="0.5", linewidth=0.8)
     _label(axes, "object height on the canvas (pixels, measured)", _difference_axis(report),
-           "large minus small kernel, by true object size", "SK unit")
+           f"{contrast_title(report)}, by true object size", "SK unit")
     total = sum(sizes["images"])
     return _titled(figure, f"Attention by object size ({total} images, bars: ±1 s.e.)", report)
 
+
+
+def figure_regions(report: dict[str, Any]):
+    """LSK units: the share of the larger kernel on the object and on the background against
+    the objects' true height, one panel per unit, ±1 standard-error bars."""
+    from matplotlib.figure import Figure
+
+    sizes = report["sizes"]
+    centres = [(low + high) / 2 for low, high in sizes["bins"]]
+    names = list(sizes["units"])
+    figure = Figure(figsize=(4.2 * len(names) + 1, 4.4), layout="constrained")
+    panels = figure.subplots(1, len(names), squeeze=False, sharey=True)[0]
+    for index, (axes, name) in enumerate(zip(panels, names, strict=True)):
+        for position, region in enumerate(("object", "background")):
+            values = sizes["units"][name][region]
+            axes.errorbar(centres, values["mean"], yerr=values["sem"], marker="o", capsize=3,
+                          color=f"C{position}", label=region)
+        axes.axhline(0.5, color="0.5", linewidth=0.8)
+        rows, columns = report["units"][name]["map_size"]
+        ylabel = "share of the larger kernel, a_large / (a_small + a_large)" if not index else ""
+        _label(axes, "object height (pixels, measured)", ylabel,
+               f"{name} ({rows}x{columns} map)", "region")
+    total = sum(sizes["images"])
+    title = f"LSK selection on the object and around it, by object size ({total} images, ±1 s.e.)"
+    return _titled(figure, title, report)
+
+
+def _box(axes, box: list[int], color: str) -> None:
+    """Outline a ``(top, bottom, left, right)`` box of canvas pixels."""
+    from matplotlib.patches import Rectangle
+
+    top, bottom, left, right = box
+    axes.add_patch(Rectangle((left - 0.5, top - 0.5), right - left + 1, bottom - top + 1,
+                             fill=False, edgecolor=color, linewidth=1.5))
+
+
+def figure_maps(report: dict[str, Any], images: torch.Tensor, preprocessing: Preprocessing):
+    """LSK units: two validation images with their object's box, and every unit's share of the
+    larger kernel as the analysis places it on the canvas (each pixel takes its nearest cell's),
+    with the box."""
+    from matplotlib.figure import Figure
+
+    names = list(report["units"])
+    figure = Figure(figsize=(2.6 * (len(names) + 1) + 1, 2.6 * len(report["samples"]) + 0.6),
+                    layout="constrained")
+    panels = figure.subplots(len(report["samples"]), len(names) + 1, squeeze=False)
+    shown = None
+    for row, sample, image in zip(panels, report["samples"], images, strict=True):
+        row[0].imshow(_display(image, preprocessing), cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+        _box(row[0], sample["box"], "C1")
+        row[0].set_title(printable(f"image {sample['index']} (class {sample['class_name']}, "
+                                   f"{sample['height']} px)"), fontsize=9)
+        for axes, name in zip(row[1:], names, strict=True):
+            values = sample["units"][name]
+            share = on_canvas(torch.tensor([values["map"]]), report["input_size"])[0]
+            shown = axes.imshow(share.numpy(), vmin=0, vmax=1, cmap="viridis",
+                                interpolation="nearest")
+            _box(axes, sample["box"], "C1")
+            axes.set_title(f"{name}: object {values['object']:.2f}, "
+                           f"background {values['background']:.2f}", fontsize=9)
+        for axes in row:
+            axes.set_axis_off()
+    figure.colorbar(shown, ax=panels, label="share of the larger kernel", shrink=0.8)
+    return _titled(figure, "LSK selection on the canvas, with the object's box", report)
+
+
+def write_spatial_figures(
+    report: dict[str, Any], sample_images: torch.Tensor, preprocessing: Preprocessing,
+    out: Path,
+) -> None:
+    _save(figure_regions(report), out / "fig_regions.png")
+    _save(figure_maps(report, sample_images, preprocessing), out / "fig_maps.png")

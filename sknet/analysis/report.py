@@ -10,7 +10,10 @@ from typing import Any
 import torch
 
 from sknet.analysis.capture import stage_units
+from sknet.analysis.kinds import choices, receptive_fields
 from sknet.analysis.sizes import format_sizes
+from sknet.analysis.spatial import FORMAT as SPATIAL_FORMAT
+from sknet.analysis.spatial import format_spatial
 from sknet.analysis.statistics import (
     AttentionStatistics,
     channel_groups,
@@ -32,11 +35,23 @@ def branch_label(branch: Sequence[int]) -> str:
     return f"{kernel}x{kernel}" + (f" dil {dilation}" if dilation > 1 else "")
 
 
+def same_kernel(unit: dict[str, Any]) -> bool:
+    """Whether a unit's two contrasted choices have one receptive field: the splits of a
+    split-attention unit (SK units of equal kernels are not analysed)."""
+    fields = unit["receptive_fields"]
+    return fields[unit["large"]] == fields[unit["small"]]
+
+
+def choice_label(unit: dict[str, Any], index: int) -> str:
+    """``3x3 dil 2`` for an SK branch, ``split 2 (3x3)`` for a split."""
+    label = branch_label(unit["branches"][index])
+    return f"split {index + 1} ({label})" if same_kernel(unit) else label
+
+
 def difference_label(report: dict[str, Any]) -> str:
     """``3x3 dil 2 - 3x3`` when every unit has the same branches, else a generic phrase."""
     labels = {
-        (branch_label(unit["branches"][unit["large"]]),
-         branch_label(unit["branches"][unit["small"]]))
+        (choice_label(unit, unit["large"]), choice_label(unit, unit["small"]))
         for unit in report["units"].values()
     }
     if len(labels) == 1:
@@ -45,9 +60,16 @@ def difference_label(report: dict[str, Any]) -> str:
     return "largest − smallest receptive field"
 
 
+def contrast_title(report: dict[str, Any]) -> str:
+    """What the difference contrasts, for the figures' titles."""
+    if all(same_kernel(unit) for unit in report["units"].values()):
+        return "last minus first split (one kernel)"
+    return "large minus small kernel"
+
+
 def large_label(report: dict[str, Any]) -> str:
     unit = report["units"][report["unit"]]
-    return branch_label(unit["branches"][unit["large"]])
+    return choice_label(unit, unit["large"])
 
 
 def sample_report(
@@ -132,8 +154,8 @@ def build_report(
         "units": {
             name: {
                 "channels": int(sample_attention[0][name].shape[-1]),
-                "branches": [list(branch) for branch in units[name].branch_specs],
-                "receptive_fields": list(units[name].receptive_fields),
+                "branches": [list(branch) for branch in choices(units[name])],
+                "receptive_fields": receptive_fields(units[name]),
                 "large": item.large,
                 "small": item.small,
             }
@@ -169,7 +191,10 @@ def classes_rising(report: dict[str, Any], unit: str) -> tuple[int, int]:
 
 
 def format_findings(report: dict[str, Any]) -> str:
-    """The numbers of Figures 3 and 4 as a short text table (what ``sknet analyze`` prints)."""
+    """The numbers of Figures 3 and 4 as a short text table (what ``sknet analyze`` prints); for
+    LSK units, their share of the larger kernel on the object and on the background by size."""
+    if report["format"] == SPATIAL_FORMAT:
+        return format_spatial(report)
     scales = [scale_label(scale) for scale in report["scales"]]
     first, second, last = scales[0], scales[min(1, len(scales) - 1)], scales[-1]
     skipped = f", {len(report['skipped'])} unreadable skipped" if report["skipped"] else ""

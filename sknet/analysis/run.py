@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sknet.analysis.capture import (
@@ -20,18 +20,24 @@ from sknet.analysis.capture import (
     default_unit,
     selecting_units,
 )
-from sknet.analysis.figures import write_figures
+from sknet.analysis.figures import write_figures, write_spatial_figures
+from sknet.analysis.kinds import SPATIAL, contrast, unit_kind
 from sknet.analysis.report import build_report
-from sknet.analysis.sizes import SizeStatistics, size_bins
+from sknet.analysis.sizes import SizeStatistics, differences, size_bins
+from sknet.analysis.spatial import (
+    SpatialStatistics,
+    build_spatial_report,
+    check_boxes,
+    sample_report,
+)
 from sknet.analysis.statistics import AttentionStatistics, default_channel_group
 from sknet.analysis.stimulus import SCALES, crop_side, enlarge
-from sknet.analysis.tables import write_tables
+from sknet.analysis.tables import write_spatial_tables, write_tables
 from sknet.atomic import printable
 from sknet.data import Skipped, collate
 from sknet.devices import default_workers, pick_device
 from sknet.errors import UserError
-from sknet.layers import SKConv
-from sknet.trained import open_trained
+from sknet.trained import Trained, open_trained
 
 SAMPLE_SEED = 0
 """Seed of the two "randomly sampled" images of Figure 3a,b when none are given."""
@@ -39,11 +45,13 @@ SIZE_FILES = ("sizes.csv", "fig_size.png")
 """Written too when the validation set records its objects' sizes (:mod:`sknet.analysis.sizes`)."""
 FILES = ("analysis.json", "units.csv", "channels.csv", "classes.csv",
          "fig3a.png", "fig3b.png", "fig3c.png", "fig4.png")
-"""Everything :func:`analyze` writes into its output folder."""
+"""Everything :func:`analyze` writes into its output folder (SK and split-attention units)."""
+SPATIAL_FILES = ("analysis.json", "regions.csv", "fig_regions.png", "fig_maps.png")
+"""What :func:`analyze` writes for LSK units (:mod:`sknet.analysis.spatial`)."""
 
 
 def _check_choices(
-    units: Mapping[str, SKConv], all_units: Sequence[str], chosen: Sequence[str], flag: str
+    units: Mapping[str, nn.Module], all_units: Sequence[str], chosen: Sequence[str], flag: str
 ) -> None:
     for name in chosen:
         if name not in units:
@@ -104,7 +112,7 @@ def analyze(
     data: str | None = None,
     out: str | os.PathLike = "analysis",
     *,
-    scales: Sequence[float] = SCALES,
+    scales: Sequence[float] | None = None,
     unit: str | None = None,
     units: Sequence[str] | None = None,
     samples: Sequence[int] | None = None,
@@ -118,14 +126,22 @@ def analyze(
 ) -> dict[str, Any]:
     """Run the analysis of Section 4.4 on trained weights and write its numbers and figures.
 
+    SK and split-attention units (weights per channel) get Figures 3-4 and, on data of recorded
+    object sizes, the difference by size; LSK units (weights per position) get the share of the
+    larger kernel on the object and on the background by size (:mod:`sknet.analysis.spatial`,
+    data of recorded object boxes only; ``scales``, ``unit``, ``units`` and ``channel_group`` do
+    not apply to them).
+
     Args:
         checkpoint: a training ``out`` folder, ``best.safetensors``/``X.safetensors``, a weights
             folder or a ``last.pt`` (as ``sknet eval`` takes).
         data: ``--data`` spec (default: the dataset recorded with the weights); its validation
             images are analysed, prepared as for evaluation at the training input size.
         out: folder for :data:`FILES`, and :data:`SIZE_FILES` where the validation set records
-            object sizes (created; existing files of those names are replaced).
-        scales: object magnifications (>= 1); Figure 4 uses the first two.
+            object sizes (for LSK units :data:`SPATIAL_FILES`; created; existing files of those
+            names are replaced).
+        scales: object magnifications (>= 1; default :data:`SCALES`); Figure 4 uses the first
+            two.
         unit: the unit of Figure 3 (left) (default :func:`default_unit`, SK_3_4 for SKNet-50).
         units: the units of Figure 4 (default :func:`default_class_units`).
         samples: validation-set indices of the two images of Figure 3a,b (default: two drawn
@@ -146,6 +162,14 @@ def analyze(
     trained = open_trained(checkpoint, data, flag="--checkpoint")
     model = trained.model
     analysable = selecting_units(model)
+    if any(unit_kind(item) == SPATIAL for item in analysable.values()):
+        check_boxes(trained.source, trained.data, scales, {
+            "--unit": unit, "--units": units, "--channel-group": channel_group,
+        })
+        return _analyze_spatial(
+            trained, analysable, Path(out), samples, limit, batch_size, workers, device,
+            progress, command,
+        )
     names = list(analysable)
     unit = unit or default_unit(names)
     class_units = list(units) if units else default_class_units(names)
@@ -153,7 +177,8 @@ def analyze(
     _check_choices(analysable, list(model.sk_units()), class_units, "--units")
     preprocessing = trained.preprocessing()  # how the inputs are made
     size = preprocessing.input_size
-    scales = _validate(scales, limit, batch_size, channel_group, size)
+    scales = _validate(SCALES if scales is None else scales, limit, batch_size, channel_group,
+                       size)
     dataset = trained.source.val_set(size, preprocessing)
     samples = _sample_indices(len(dataset), samples)
     chosen_device = pick_device(device)
@@ -166,24 +191,21 @@ def analyze(
         analysable, len(scales), len(trained.source.class_names), unit, channels,
         channel_group or default_channel_group(channels),
     )
-    indices = list(range(len(dataset)))
-    if limit is not None and limit < len(dataset):
-        indices = [index * len(dataset) // limit for index in range(limit)]
-        dataset = Subset(dataset, indices)
+    loader, indices = _loader(trained, dataset, limit, batch_size, workers, chosen_device)
+    consumers = [lambda attention, targets, skipped: stats.add(attention, targets)]
     sizes = None  # objects of recorded size, seen as they are (1.0x among the scales)
     recorded = trained.source.val_sizes
     if recorded is not None and 1.0 in scales:
         heights = recorded[indices, 0]
+        contrasts = {name: (item.large, item.small) for name, item in stats.per_unit.items()}
         sizes = SizeStatistics(
-            {name: (item.large, item.small) for name, item in stats.per_unit.items()},
-            size_bins(heights, trained.source.val_size_grid), heights, scales.index(1.0),
+            list(contrasts), size_bins(heights, trained.source.val_size_grid), heights
         )
-    workers = default_workers(trained.source.loader_workers, workers)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers,
-        pin_memory=chosen_device.type == "cuda",
-    )
-    skipped = _stream(model, analysable, loader, scales, stats, chosen_device, progress, sizes)
+        at_one = scales.index(1.0)
+        consumers.append(lambda attention, targets, skipped: sizes.add_next(
+            differences(attention[at_one], contrasts), skipped
+        ))
+    skipped = _stream(model, analysable, loader, scales, consumers, chosen_device, progress)
     if not stats.images:
         raise UserError(f"--data {trained.data}: no validation image could be read")
 
@@ -198,18 +220,79 @@ def analyze(
     return report
 
 
+def _analyze_spatial(
+    trained: Trained, units: Mapping[str, nn.Module], out: Path, samples: Sequence[int] | None,
+    limit: int | None, batch_size: int, workers: int | None, device: str, progress: bool,
+    command: str | None,
+) -> dict[str, Any]:
+    """:func:`analyze` for LSK units: their share of the larger kernel on the object and on the
+    background by true object size, at 1.0x (:mod:`sknet.analysis.spatial`)."""
+    source = trained.source
+    preprocessing = trained.preprocessing()
+    size = preprocessing.input_size
+    _validate([1.0], limit, batch_size, None, size)
+    dataset = source.val_set(size, preprocessing)
+    samples = _sample_indices(len(dataset), samples)
+    chosen_device = pick_device(device)
+    trained.model.to(chosen_device)
+    sample_images, sample_labels = _read_samples(dataset, samples)
+    loader, indices = _loader(trained, dataset, limit, batch_size, workers, chosen_device)
+    heights = source.val_sizes[indices, 0]
+    stats = SpatialStatistics(
+        {name: contrast(item) for name, item in units.items()},
+        size_bins(heights, source.val_size_grid), heights, source.val_boxes[indices], size,
+    )
+    consumers = [lambda attention, targets, skipped: stats.add_next(attention[0], skipped)]
+    skipped = _stream(trained.model, units, loader, [1.0], consumers, chosen_device, progress)
+    if not stats.regions["object"].count:
+        raise UserError(f"--data {trained.data}: no validation image could be read")
+    sample_attention = _forward_scales(trained.model, units, sample_images, [1.0], chosen_device)
+    report = build_spatial_report(
+        trained, units, stats, size, limit, skipped, command, sample_report(
+            stats, sample_attention[0], source.val_boxes[samples], samples, sample_labels,
+            source.class_names,
+        ),
+    )
+    report["files"] = list(SPATIAL_FILES)
+    write_spatial_tables(report, out)
+    write_spatial_figures(report, sample_images, preprocessing, out)
+    return report
+
+
+def _loader(
+    trained: Trained, dataset: Dataset, limit: int | None, batch_size: int, workers: int | None,
+    device: torch.device,
+) -> tuple[DataLoader, list[int]]:
+    """The validation images to stream (``limit`` of them evenly spaced, if given) and their
+    indices in the validation set."""
+    indices = list(range(len(dataset)))
+    if limit is not None and limit < len(dataset):
+        indices = [index * len(dataset) // limit for index in range(limit)]
+        dataset = Subset(dataset, indices)
+    workers = default_workers(trained.source.loader_workers, workers)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, collate_fn=collate, num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    return loader, indices
+
+
+Consumer = Callable[[list[dict[str, torch.Tensor]], torch.Tensor, int], None]
+"""What takes each batch's attention ``[scale][unit]``, its targets and how many files of it were
+unreadable."""
+
+
 def _stream(
     model: nn.Module,
-    units: Mapping[str, SKConv],
+    units: Mapping[str, nn.Module],
     loader: DataLoader,
     scales: Sequence[float],
-    stats: AttentionStatistics,
+    consumers: Sequence[Consumer],
     device: torch.device,
     progress: bool,
-    sizes: SizeStatistics | None = None,
 ) -> list[str]:
-    """Feed every batch at every scale into ``stats`` (and into ``sizes``, which pairs the
-    images with their heights in loader order); returns the unreadable files' paths."""
+    """Feed every batch's attention at every scale to each consumer, in loader order (which
+    pairs the images with their recorded sizes); returns the unreadable files' paths."""
     skipped: list[str] = []
     with tqdm(
         total=len(loader.dataset), unit="img", desc="analyze", disable=not progress,
@@ -221,9 +304,8 @@ def _stream(
             skipped.extend(item.path for item in unreadable)
             if len(images):
                 attention = _forward_scales(model, units, images, scales, device)
-                stats.add(attention, targets)
-                if sizes is not None:
-                    sizes.add_next(attention, len(unreadable))
+                for consumer in consumers:
+                    consumer(attention, targets, len(unreadable))
             bar.update(len(images) + len(unreadable))
     return skipped
 
@@ -244,7 +326,7 @@ def _read_samples(dataset, samples: Sequence[int]) -> tuple[torch.Tensor, list[i
 @torch.inference_mode()
 def _forward_scales(
     model: nn.Module,
-    units: Mapping[str, SKConv],
+    units: Mapping[str, nn.Module],
     images: torch.Tensor,
     scales: Sequence[float],
     device: torch.device,

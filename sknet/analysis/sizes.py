@@ -5,14 +5,16 @@ Per SK unit and size bin: the mean attention difference (largest minus smallest 
 the number of Figure 3, right) with its standard error; per unit, the least-squares slope of the
 difference against the object's height, with its standard error and the correlation. The paper's
 claim (Figures 3-4) is a rise with size in the low and middle units and none in the top one.
-All from running sums, so memory does not grow with the dataset.
+All from running sums, so memory does not grow with the dataset. :class:`SizeStatistics` takes
+any per-image number by series (a unit's difference here; an LSK unit's share on the object or
+around it in :mod:`sknet.analysis.spatial`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -52,51 +54,60 @@ def bin_of(heights: torch.Tensor, bins: list[tuple[float, float]]) -> torch.Tens
     return ((heights.double()[:, None] >= starts[None]).sum(1) - 1).clamp(min=0)
 
 
+def differences(
+    attention: Mapping[str, torch.Tensor], units: Mapping[str, tuple[int, int]]
+) -> dict[str, torch.Tensor]:
+    """Per unit, each image's attention difference ``[B]`` from its weights ``[B, M, C]``;
+    ``units`` gives each unit's ``(large, small)`` branches."""
+    return {
+        name: large_minus_small(attention[name].double().cpu(), large, small)
+        for name, (large, small) in units.items()
+    }
+
+
 class SizeStatistics:
-    """Running sums of each unit's attention difference by object size.
+    """Running sums of per-image numbers (e.g. each unit's attention difference) by object size.
 
     Args:
-        units: per unit name, ``(large, small)``: the branches of largest and smallest
-            receptive field.
+        units: the names of the series (e.g. the units).
         bins: the size bins (:func:`size_bins`).
         heights: the heights of the images to come, in order (for :meth:`add_next`).
-        scale: the position of 1.0x among the analysed scales.
     """
 
     def __init__(
-        self, units: Mapping[str, tuple[int, int]], bins: list[tuple[float, float]],
-        heights: torch.Tensor | None = None, scale: int = 0,
+        self, units: Sequence[str], bins: list[tuple[float, float]],
+        heights: torch.Tensor | None = None,
     ) -> None:
-        self.units = dict(units)
+        self.units = list(units)
         self.bins = bins
-        self.heights, self.scale, self.seen = heights, scale, 0
+        self.heights, self.seen = heights, 0
         self.images = torch.zeros(len(bins), dtype=torch.float64)
         self.by_bin = {name: Moments.zeros(len(bins)) for name in units}
-        # sums of x (height), y (difference), xy, x^2, y^2 for the fitted line
+        # sums of x (height), y (the number), xy, x^2, y^2 for the fitted line
         self.sums = {name: torch.zeros(5, dtype=torch.float64) for name in units}
         self.count = 0
 
-    def add_next(self, attention: list[Mapping[str, torch.Tensor]], skipped: int = 0) -> None:
-        """The next images of the stream: ``attention[scale][unit]``, the heights they were
+    def add_next(self, values: Mapping[str, torch.Tensor], skipped: int = 0) -> None:
+        """The next images of the stream: ``values[series]`` ``[B]``, the heights they were
         given at construction. Data of recorded sizes is in memory: nothing can be skipped."""
         if skipped:
             raise UserError("object sizes are recorded only for in-memory data; none skipped")
-        count = len(next(iter(attention[self.scale].values())))
-        self.add(attention[self.scale], self.heights[self.seen : self.seen + count])
+        count = len(next(iter(values.values())))
+        self.add(values, self.heights[self.seen : self.seen + count])
         self.seen += count
 
-    def add(self, attention: Mapping[str, torch.Tensor], heights: torch.Tensor) -> None:
-        """One batch at 1.0x: ``attention[unit]`` is ``[B, M, C]``, ``heights`` ``[B]``."""
+    def add(self, values: Mapping[str, torch.Tensor], heights: torch.Tensor) -> None:
+        """One batch: ``values[series]`` ``[B]`` (float64), ``heights`` ``[B]``."""
         heights = heights.double().cpu()
         index = bin_of(heights, self.bins)
         self.count += len(heights)
         self.images.index_add_(0, index, torch.ones(len(heights), dtype=torch.float64))
-        for name, (large, small) in self.units.items():
-            difference = large_minus_small(attention[name].double().cpu(), large, small)
-            self.by_bin[name].add_at(0, index, difference)
+        for name in self.units:
+            value = values[name].double().cpu()
+            self.by_bin[name].add_at(0, index, value)
             self.sums[name] += torch.stack([
-                heights.sum(), difference.sum(), (heights * difference).sum(),
-                heights.square().sum(), difference.square().sum(),
+                heights.sum(), value.sum(), (heights * value).sum(),
+                heights.square().sum(), value.square().sum(),
             ])
 
     def report(self) -> dict[str, Any]:
@@ -116,7 +127,7 @@ class SizeStatistics:
         }
 
     def _fit(self, name: str) -> dict[str, float | None]:
-        """Least-squares slope (difference per pixel of height) with its standard error, and
+        """Least-squares slope (the number per pixel of height) with its standard error, and
         the Pearson correlation, from the running sums."""
         n = self.count
         if n < 3:

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-from sknet.layers import SKConv
+from sknet.analysis.kinds import choices, contrast
 
 CHANNEL_GROUP = 16
 """Figure 3 (left) plots averages of 16 successive channels (SK_3_4's 256 give 16 points)."""
@@ -65,7 +66,8 @@ class Moments:
 
 @dataclass
 class UnitStatistics:
-    """Per-scale sums of one unit: the large-minus-small difference and each branch's mean."""
+    """Per-scale sums of one unit: the large-minus-small difference and each branch's mean
+    (``large``, ``small``: :func:`~sknet.analysis.kinds.contrast`)."""
 
     large: int
     small: int
@@ -76,12 +78,11 @@ class UnitStatistics:
     classes: Moments
 
     @classmethod
-    def zeros(cls, unit: SKConv, scales: int, classes: int) -> UnitStatistics:
-        fields_ = unit.receptive_fields
-        branches = len(fields_)
+    def zeros(cls, unit: nn.Module, scales: int, classes: int) -> UnitStatistics:
+        branches = len(choices(unit))
+        large, small = contrast(unit)
         return cls(
-            large=max(range(branches), key=fields_.__getitem__),
-            small=min(range(branches), key=fields_.__getitem__),
+            large=large, small=small,
             difference=Moments.zeros(scales), change=Moments.zeros(scales),
             rising=torch.zeros(scales, dtype=torch.float64),
             branches=Moments.zeros(scales, branches), classes=Moments.zeros(scales, classes),
@@ -109,7 +110,7 @@ class AttentionStatistics:
     whatever the number of images.
 
     Args:
-        units: the SK units, by name.
+        units: the selection units (per channel: SK, split attention), by name.
         scales: number of scales.
         classes: number of classes.
         unit: the unit whose per-channel attention is kept (Figure 3, left).
@@ -118,7 +119,7 @@ class AttentionStatistics:
     """
 
     def __init__(
-        self, units: Mapping[str, SKConv], scales: int, classes: int, unit: str, channels: int,
+        self, units: Mapping[str, nn.Module], scales: int, classes: int, unit: str, channels: int,
         group: int,
     ) -> None:
         self.units = units
@@ -129,7 +130,7 @@ class AttentionStatistics:
         self.per_unit = {
             name: UnitStatistics.zeros(item, scales, classes) for name, item in units.items()
         }
-        branches = len(units[unit].receptive_fields)
+        branches = len(choices(units[unit]))
         self.channels = Moments.zeros(scales, branches, channels)
         self.channel_groups = Moments.zeros(scales, branches, math.ceil(channels / group))
 

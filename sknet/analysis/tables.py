@@ -1,6 +1,6 @@
 """The analysis tables: ``analysis.json`` and the rows of ``units.csv``, ``channels.csv``,
-``classes.csv`` and (objects of known size) ``sizes.csv`` (docs/analysis.md describes every
-column)."""
+``classes.csv`` and (objects of known size) ``sizes.csv``; for LSK units ``regions.csv``
+(docs/analysis.md describes every column)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sknet.analysis.sizes import SIZE_COLUMNS, size_rows
+from sknet.analysis.spatial import REGION_COLUMNS, spatial_rows
 from sknet.analysis.statistics import number
 from sknet.atomic import printable, write_json, write_text
 
@@ -124,3 +125,9 @@ def write_tables(report: dict[str, Any], out: Path) -> None:
     if report.get("sizes"):
         write_text(out / "sizes.csv", _csv(size_rows(report["sizes"]), SIZE_COLUMNS))
 
+
+
+def write_spatial_tables(report: dict[str, Any], out: Path) -> None:
+    """``analysis.json`` and ``regions.csv`` of an LSK analysis."""
+    write_json(out / "analysis.json", report)
+    write_text(out / "regions.csv", _csv(spatial_rows(report), REGION_COLUMNS))

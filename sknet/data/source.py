@@ -83,6 +83,9 @@ class Source:
     val_sizes: torch.Tensor | None = None
     """``[N, 2]`` height and width of each validation image's object, where the data records
     them (the scaled digits), in validation order."""
+    val_boxes: torch.Tensor | None = None
+    """``[N, 4]`` inclusive ``(top, bottom, left, right)`` pixel box of each validation image's
+    object, where the data records it (the scaled digits), in validation order."""
     val_size_grid: list[int] | None = None
     """The heights the validation objects were drawn at, where there are a few (bins follow
     them)."""
