@@ -15,10 +15,11 @@ from sknet.models.timm_weights import check_geometry, timm_names, timm_preproces
 from sknet.preprocessing import TIMM_IMAGENET, Preprocessing
 
 INPUT = (2, 3, 64, 64)
-COUNTED_ONLY = ("resnest200e", "resnest269e")
-"""Too large to build and run in the tests (70M and 111M parameters, over a minute together):
-their stem and blocks are resnest101e's, which runs; their names, shapes, parameter counts and
-layer geometry are checked on the meta device like every architecture's."""
+MAPPED_ONLY = ("resnest26d", "resnest50d", "resnest200e", "resnest269e")
+"""ResNeSt variants not run here, to keep the suite's time: resnest200e and resnest269e (70M and
+111M parameters) have resnest101e's stem and blocks, resnest26d and resnest50d resnest14d's; their
+names, shapes, parameter counts and layer geometry are checked on the meta device like every
+architecture's (docs/weights.md gives their measured differences)."""
 
 
 def randomize(model: nn.Module) -> nn.Module:
@@ -54,7 +55,7 @@ def sk_timm() -> nn.Module:
 
 @pytest.mark.parametrize(
     ("architecture", "ours"),
-    [(theirs, ours) for theirs, ours in TIMM_ARCHITECTURES.items() if theirs not in COUNTED_ONLY],
+    [(theirs, ours) for theirs, ours in TIMM_ARCHITECTURES.items() if theirs not in MAPPED_ONLY],
 )
 def test_timm_and_ours_compute_the_same_network(architecture, ours):
     theirs = randomize(timm.create_model(architecture, num_classes=7))
@@ -93,12 +94,11 @@ def test_every_architecture_maps_key_for_key_on_the_meta_device(architecture, ou
         assert entry.preprocessing == timm_preprocessing(theirs.pretrained_cfg)
 
 
-@pytest.mark.parametrize("name", ["resnest14d", "resnest50d_1s4x24d"])
-def test_our_resnest_weights_run_in_timm(name):
+def test_our_resnest_weights_run_in_timm():
     """ours -> timm: our randomised model's weights in timm's model give our outputs."""
     torch.manual_seed(2)
-    model = randomize(sknet.create_model(name, num_classes=5))
-    theirs = timm.create_model(name, num_classes=5)
+    model = randomize(sknet.create_model("resnest14d", num_classes=5))
+    theirs = timm.create_model("resnest14d", num_classes=5)
     theirs.load_state_dict(sknet.to_timm(model))
     got, expected = outputs(theirs, model)
     assert relative_difference(got, expected) < 1e-5

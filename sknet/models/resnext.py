@@ -186,9 +186,7 @@ class BasicBlock(_Residual):
         super().__init__()
         self.conv1 = selective_conv(in_channels, out_channels, stride, options)
         self.conv2 = ConvBnAct(out_channels, out_channels, 3, act=False)
-        self._add_shortcut(
-            in_channels, out_channels, stride, options.se_reduction, avg_down
-        )
+        self._add_shortcut(in_channels, out_channels, stride, options.se_reduction, avg_down)
 
     def _convolutions(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1(x))

@@ -20,8 +20,7 @@ layers in the same order, the stride in the middle convolution, "same" padding, 
   conv to M*C logits, read as [M, C] by both);
 * split-attention blocks (ResNeSt): ``conv2.splits.conv``/``.bn`` -> ``conv2.conv``/``bn0``,
   ``conv2.attention.reduce.conv``/``.reduce.bn``/``.expand`` -> ``conv2.fc1``/``bn1``/``fc2``;
-  the plain
-  convolutions as in ResNet blocks;
+  the plain convolutions as in ResNet blocks;
 * ``downsample.conv``/``.bn`` -> ``downsample.0``/``.1``, or with ``avg_down`` (whose pool is
   timm's ``downsample.0``, an identity at stride 1) ``downsample.1``/``.2``; ``se.fc1``,
   ``se.fc2`` unchanged.
