@@ -44,14 +44,13 @@ def deploy(model: nn.Module) -> nn.Module:
 
     In eval mode ``BN(conv(x))`` is one convolution with a scaled weight and a bias. Each
     convolution (``Conv1d``, ``Conv2d`` or ``Conv3d``) directly followed by a BatchNorm in a
-    ``nn.Sequential`` (every
-    :class:`~sknet.layers.ConvBnAct`, including the fuse of the SK attention, Eq. 3) becomes that
-    convolution, and the BatchNorm an ``nn.Identity``; nothing else changes: module names, forward
-    hooks (an SK unit's ``attention`` still outputs the weights [N, M, C]) and outputs (equal to
-    ``model.eval()``'s up to float rounding). A module that defines ``fold_batch_norms()`` folds
-    its own BatchNorms first (LSKNet's blocks, whose BatchNorms no convolution precedes). The
-    copy is in eval mode and meant for inference only: it has no BatchNorm left to train.
-    ``model`` itself is not modified.
+    ``nn.Sequential`` (every :class:`~sknet.layers.ConvBnAct`, including the fuse of the SK
+    attention, Eq. 3, and the reduction of the split attention) becomes that convolution, and the
+    BatchNorm an ``nn.Identity``; nothing else changes: module names, forward hooks (an SK unit's
+    ``attention`` still outputs the weights [N, M, C]) and outputs (equal to ``model.eval()``'s up
+    to float rounding). A module that defines ``fold_batch_norms()`` folds its own BatchNorms first
+    (LSKNet's blocks, whose BatchNorms no convolution precedes). The copy is in eval mode and meant
+    for inference only: it has no BatchNorm left to train. ``model`` itself is not modified.
 
     Raises:
         ValueError: if a BatchNorm does not directly follow a convolution.

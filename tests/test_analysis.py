@@ -334,7 +334,7 @@ def test_split_attention_is_analysed_split_by_split(tmp_path):
     torch.manual_seed(0)
     model = create_model("resnest_digits")
     for unit in model.sk_units().values():
-        for layer in (unit.attention.fc1, unit.attention.fc2):
+        for layer in (unit.attention.reduce.conv, unit.attention.expand):
             torch.nn.init.normal_(layer.weight, std=0.5)
     save_pretrained(model, tmp_path / "weights", dataset=spec, class_names=source.class_names,
                     preprocessing=source.preprocessing(16))

@@ -27,17 +27,19 @@ def randomize_bn(model: nn.Module) -> None:
 
 @pytest.mark.parametrize("name", list_models())
 def test_deploy_equals_eval(name):
+    """In fp64: the fold is exact, but fp32 round-off grows through a deep network with
+    randomised BNs (resnest269e, 269 layers: 1e-3 relative in fp32, 3e-12 in fp64)."""
     model = create_model(name, num_classes=10)
     randomize_bn(model)
-    model.eval()
+    model.eval().double()
     deployed = sknet.deploy(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
     assert not deployed.training
-    x = torch.randn(2, get_entry(name).config.get("in_chans", 3), 32, 32)
+    x = torch.randn(2, get_entry(name).config.get("in_chans", 3), 32, 32, dtype=torch.float64)
     with torch.no_grad():
         expected, got = model(x), deployed(x)
     error = torch.linalg.vector_norm(got - expected) / torch.linalg.vector_norm(expected)
-    assert error < 1e-5
+    assert error < 1e-10
     # The original is untouched and the module tree keeps its names.
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     names = {n for n, _ in model.named_modules()}

@@ -11,6 +11,9 @@ RESNEXT_WIDTHS = [64, 256, 512, 1024, 2048]
 """Table 1: conv1 (64) and the outputs of conv2-conv5 of every ResNeXt-50/101-style model."""
 BASIC_WIDTHS = [64, 64, 128, 256, 512]
 """ResNet-18/34 (He et al., Table 1): conv1 and the outputs of conv2-conv5, basic blocks."""
+RESNEST_E_WIDTHS = [128, 256, 512, 1024, 2048]
+"""ResNeSt-101/200/269 (timm's "e" models): a deep stem of width 64 (64, 64, 128 channels), then
+the outputs of conv2-conv5 as in Table 1."""
 SHUFFLENET_WIDTHS = {"x0_5": [24, 48, 96, 192], "x1_0": [24, 116, 232, 464]}
 """ShuffleNetV2's Table 5: conv1 (24) and the outputs of stages 2-4."""
 LSKNET_WIDTHS = {"lsknet_t": [32, 64, 160, 256], "lsknet_s": [64, 128, 320, 512]}
@@ -26,6 +29,8 @@ def expected_levels(name):
         return LSKNET_WIDTHS[name], [4, 8, 16, 32], False
     if name in ("resnet18", "resnet34", "skresnet18", "skresnet34"):
         return BASIC_WIDTHS, [2, 4, 8, 16, 32], True
+    if name in ("resnest101e", "resnest200e", "resnest269e"):
+        return RESNEST_E_WIDTHS, [2, 4, 8, 16, 32], True
     return RESNEXT_WIDTHS, [2, 4, 8, 16, 32], True
 
 

@@ -106,8 +106,11 @@ def test_a_resnest_id_and_its_folder_load_with_timms_preprocessing(cache, tmp_pa
     )
     from_folder = sknet.load_pretrained(tmp_path / "hub").eval()
     assert from_folder.record.name == "resnest14d"
+    model.save_pretrained(tmp_path / "ours")  # our format rebuilds it without timm
+    rebuilt = sknet.load_pretrained(tmp_path / "ours").eval()
+    assert rebuilt.record == model.record
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         expected = theirs(x)
-        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(from_folder(x), expected, rtol=1e-4, atol=1e-5)
+        for loaded in (model, from_folder, rebuilt):
+            torch.testing.assert_close(loaded(x), expected, rtol=1e-4, atol=1e-5)

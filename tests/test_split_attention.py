@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from timm.layers import SplitAttn, make_divisible
 from torch import nn
 
+from sknet.analysis.capture import selecting_units
 from sknet.layers import SELECTION_UNITS, SKConv, SplitAttentionConv, split_attention_width
+from sknet.models import create_model
 
 # (in_channels, C, radix, cardinality): ResNeSt-50's 2s1x, the 4s2x and 1s4x ablation layouts.
 LAYOUTS = [(16, 32, 2, 1), (16, 24, 4, 2), (24, 48, 1, 4), (12, 36, 3, 1)]
@@ -49,15 +51,16 @@ def reference(
     time: output [N, C, H', W'] and weights [N, radix, C].
 
     Split r of cardinal group k convolves the (r K + k)-th slice of the input into C / K channels
-    (BN, ReLU). Group k pools the sum of its splits, reduces it (its own slice of fc1's rows,
-    bias, BN, ReLU), expands it to radix x C / K logits (its slice of fc2's rows, bias), takes a
+    (BN, ReLU). Group k pools the sum of its splits, reduces it (its own slice of the reduction's
+    rows, bias, BN, ReLU), expands it to radix x C / K logits (its slice of the expansion's rows,
+    bias), takes a
     softmax over its splits (a sigmoid for radix 1) and sums its splits so weighted.
     """
     radix, groups = unit.radix, unit.cardinality
     conv, bn = unit.splits.conv, unit.splits.bn
     attention = unit.attention
     per_group = attention.channels // groups
-    reduced = attention.fc1.out_channels // groups
+    reduced = attention.reduce.conv.out_channels // groups
     slice_width = x.shape[1] // (groups * radix)
     outputs, weights = [], []
     for k in range(groups):
@@ -70,10 +73,11 @@ def reference(
             splits.append(torch.relu(batch_norm(y, bn, rows, train)))
         pooled = sum(splits).mean((2, 3))
         rows = slice(k * reduced, (k + 1) * reduced)
-        z = pooled @ attention.fc1.weight[rows].flatten(1).T + attention.fc1.bias[rows]
-        z = torch.relu(batch_norm(z, attention.bn, rows, train))
+        reduction = attention.reduce.conv
+        z = pooled @ reduction.weight[rows].flatten(1).T + reduction.bias[rows]
+        z = torch.relu(batch_norm(z, attention.reduce.bn, rows, train))
         rows = slice(k * radix * per_group, (k + 1) * radix * per_group)
-        logits = z @ attention.fc2.weight[rows].flatten(1).T + attention.fc2.bias[rows]
+        logits = z @ attention.expand.weight[rows].flatten(1).T + attention.expand.bias[rows]
         logits = logits.reshape(-1, radix, per_group)
         a = logits.sigmoid() if radix == 1 else logits.softmax(1)
         outputs.append(sum(a[:, r, :, None, None] * splits[r] for r in range(radix)))
@@ -121,8 +125,8 @@ def test_timm_split_attention_computes_the_same(in_channels, channels, radix, gr
         in_channels, channels, groups=groups, radix=radix, norm_layer=nn.BatchNorm2d
     )).eval()
     ours = SplitAttentionConv(in_channels, channels, radix=radix, cardinality=groups).eval()
-    renamed = {"conv.": "splits.conv.", "bn0.": "splits.bn.", "bn1.": "attention.bn.",
-               "fc1.": "attention.fc1.", "fc2.": "attention.fc2."}
+    renamed = {"conv.": "splits.conv.", "bn0.": "splits.bn.", "bn1.": "attention.reduce.bn.",
+               "fc1.": "attention.reduce.conv.", "fc2.": "attention.expand."}
     state = {}
     for key, value in theirs.state_dict().items():
         prefix = next(p for p in renamed if key.startswith(p))
@@ -164,11 +168,11 @@ def copy_into_sk(unit: SplitAttentionConv) -> SKConv:
         unit.splits.conv.in_channels, channels, branches=[(kernel, 1, 1)] * radix,
         split_input=True,
     )
-    assert sk.attention.fuse.conv.out_channels == unit.attention.fc1.out_channels
+    assert sk.attention.fuse.conv.out_channels == unit.attention.reduce.conv.out_channels
     state = {
-        "attention.fuse.conv.weight": unit.attention.fc1.weight,
-        "attention.select.weight": unit.attention.fc2.weight,
-        **{f"attention.fuse.bn.{k}": v for k, v in unit.attention.bn.state_dict().items()},
+        "attention.fuse.conv.weight": unit.attention.reduce.conv.weight,
+        "attention.select.weight": unit.attention.expand.weight,
+        **{f"attention.fuse.bn.{k}": v for k, v in unit.attention.reduce.bn.state_dict().items()},
     }
     for r in range(radix):
         rows = slice(r * channels, (r + 1) * channels)
@@ -182,24 +186,24 @@ def copy_into_sk(unit: SplitAttentionConv) -> SKConv:
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_cardinality_one_is_sk_with_split_input_up_to_the_expansion_bias(train):
     """The module docstring's claim: without the biases the unit is SKConv(split_input=True) with
-    equal kernels; the fc1 bias is absorbed by BN; the fc2 bias is a real difference."""
+    equal kernels; the reduction's bias is absorbed by BN; the expansion's is a real difference."""
     torch.manual_seed(1)
     unit = randomize(SplitAttentionConv(16, 32, radix=2)).train(train)
     x = torch.randn(4, 16, 6, 6)
     with torch.no_grad():
-        unit.attention.fc1.bias.zero_()
-        unit.attention.fc2.bias.zero_()
+        unit.attention.reduce.conv.bias.zero_()
+        unit.attention.expand.bias.zero_()
         sk = copy_into_sk(unit).train(train)
         torch.testing.assert_close(unit(x), sk(x))
 
-        shift = torch.rand(unit.attention.fc1.bias.shape) - 0.5
-        unit.attention.fc1.bias.copy_(shift)
+        shift = torch.rand(unit.attention.reduce.conv.bias.shape) - 0.5
+        unit.attention.reduce.conv.bias.copy_(shift)
         sk.attention.fuse.bn.running_mean -= shift  # where BN absorbs the bias in eval
         unit.eval()
         sk.eval()
         torch.testing.assert_close(unit(x), sk(x))
 
-        unit.attention.fc2.bias.uniform_(-1, 1)
+        unit.attention.expand.bias.uniform_(-1, 1)
         assert (unit(x) - sk(x)).abs().max() > 1e-3
 
 
@@ -221,3 +225,12 @@ def test_batch_of_one_in_training_is_a_clear_error_and_bad_layouts_are_refused()
         SplitAttentionConv(12, 24, radix=2, cardinality=3)
     with pytest.raises(ValueError, match="must be positive"):
         SplitAttentionConv(8, 16, radix=0)
+
+
+def test_the_kernel_selection_analysis_refuses_split_attention_in_one_line():
+    """Its splits share one kernel: there is no selection between receptive fields to analyse."""
+    assert SplitAttentionConv(12, 16, radix=3, dilation=2).receptive_fields == [5, 5, 5]
+    with torch.device("meta"):
+        model = create_model("resnest14d")
+    with pytest.raises(ValueError, match="no attention between kernels of different receptive"):
+        selecting_units(model)

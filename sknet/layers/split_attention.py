@@ -13,18 +13,19 @@ all of one kernel and dilation. The attention is SK's Fuse and Select: pool the 
   ``SKConv(branches=[(k, d, 1)] * radix, split_input=True)``'s branches; the pooling, the
   reduction's weights, its BN and ReLU, the expansion's weights (read as [radix, C], as SK's
   Select), the softmax and the weighted sum are SK's;
-* the reduction's bias (``fc1``), absent in SK, changes nothing the unit can compute: BN follows
-  and absorbs it (a per-channel shift of the batch mean in training, of the running mean in eval);
-* the expansion's bias (``fc2``), absent in SK, is a real difference: a learned per-channel prior
-  over the splits, added to the logits (with both biases zero the two units give the same output,
-  which the tests check);
+* the reduction's bias (ResNeSt's ``fc1``), absent in SK, changes nothing the unit can compute:
+  BN follows and absorbs it (a per-channel shift of the batch mean in training, of the running
+  mean in eval);
+* the expansion's bias (ResNeSt's ``fc2``), absent in SK, is a real difference: a learned
+  per-channel prior over the splits, added to the logits (with both biases zero the two units give
+  the same output, which the tests check);
 * the reduced width is a hyperparameter: ``max(radix * C / 4, 32)`` here (rounded to a multiple of
   8, :func:`split_attention_width`), ``max(C / 16, 32)`` in SKNet (Eq. 4).
 
-So "at cardinality 1 it differs from SK only by the input split" holds up to the ``fc2`` bias and
-the width, and only against an SK unit whose branches share one kernel: SKNet's branches differ in
-receptive field (3x3 and dilated 3x3) and read all the input channels (grouped, G = 32), while the
-splits differ only in the input channels they read.
+So "at cardinality 1 it differs from SK only by the input split" holds up to the expansion's bias
+and the width, and only against an SK unit whose branches share one kernel: SKNet's branches
+differ in receptive field (3x3 and dilated 3x3) and read all the input channels (grouped, G = 32),
+while the splits differ only in the input channels they read.
 
 With cardinality ``K > 1`` the splits and the attention are cut into ``K`` cardinal groups that
 never mix: split ``r`` of group ``k`` reads the ``(r K + k)``-th of ``K * radix`` equal slices of
@@ -34,6 +35,8 @@ the softmax becomes a sigmoid gate per channel (squeeze-and-excitation inside th
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -68,12 +71,13 @@ class SplitAttention(nn.Module):
     """The attention of a split-attention unit: pooled sum of the splits -> weights
     ``[N, radix, C]``.
 
-    ``fc1`` (1x1 conv with bias, ``cardinality`` groups) reduces C to ``width`` channels, then BN
-    and ReLU; ``fc2`` (1x1 conv with bias, ``cardinality`` groups) expands to ``radix * C`` logits.
-    ``fc2``'s output channels are ordered (cardinal group, split, channel within the group), as in
-    ResNeSt; the weights are returned ordered (split, channel), each cardinal group's softmax over
-    its splits. The module's output is the attention itself, so a forward hook on it sees the
-    weights the unit used (the same contract as :class:`~sknet.layers.SKAttention`).
+    ``reduce``: a 1x1 conv with bias and ``cardinality`` groups from C to ``width`` channels
+    (ResNeSt's fc1), BN and ReLU, in one ``nn.Sequential`` (so that :func:`sknet.deploy` folds the
+    BN); ``expand``: a 1x1 conv with bias and ``cardinality`` groups to ``radix * C`` logits
+    (ResNeSt's fc2), whose output channels are ordered (cardinal group, split, channel within the
+    group), as in ResNeSt; the weights are returned ordered (split, channel), each cardinal group's
+    softmax over its splits. The module's output is the attention itself, so a forward hook on it
+    sees the weights the unit used (the same contract as :class:`~sknet.layers.SKAttention`).
 
     Args:
         channels: C, channels of each split.
@@ -92,10 +96,12 @@ class SplitAttention(nn.Module):
         self.channels = channels
         self.radix = radix
         self.cardinality = cardinality
-        self.fc1 = nn.Conv2d(channels, width, 1, groups=cardinality)
-        self.bn = nn.BatchNorm2d(width)
-        self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(width, radix * channels, 1, groups=cardinality)
+        self.reduce = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(channels, width, 1, groups=cardinality),
+            bn=nn.BatchNorm2d(width),
+            act=nn.ReLU(inplace=True),
+        ))
+        self.expand = nn.Conv2d(width, radix * channels, 1, groups=cardinality)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Map pooled statistics ``s`` ([N, C] or [N, C, 1, 1]) to weights [N, radix, C]."""
@@ -106,8 +112,8 @@ class SplitAttention(nn.Module):
                 "normalises one value per channel over the batch; use a larger batch, drop the "
                 "last incomplete batch, or call model.eval()"
             )
-        z = self.act(self.bn(self.fc1(s.reshape(batch, self.channels, 1, 1))))
-        logits = self.fc2(z).flatten(1)
+        z = self.reduce(s.reshape(batch, self.channels, 1, 1))
+        logits = self.expand(z).flatten(1)
         if self.radix == 1:
             return logits.sigmoid().unsqueeze(1)
         per_group = self.channels // self.cardinality
@@ -166,6 +172,14 @@ class SplitAttentionConv(nn.Module):
         )
         width = split_attention_width(out_channels, radix, reduction, min_dim)
         self.attention = SplitAttention(out_channels, radix, cardinality, width)
+
+    @property
+    def receptive_fields(self) -> list[int]:
+        """Effective kernel extent of each split, as :attr:`SKConv.receptive_fields
+        <sknet.layers.SKConv.receptive_fields>`: all equal (the splits differ in the input
+        channels they read, not in kernel), so the kernel-selection analysis has nothing here."""
+        conv = self.splits.conv
+        return [conv.dilation[0] * (conv.kernel_size[0] - 1) + 1] * self.radix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.splits(x).unflatten(1, (self.radix, self.attention.channels))

@@ -19,7 +19,8 @@ layers in the same order, the stride in the middle convolution, "same" padding, 
   -> ``attn.fc_reduce``/``attn.bn`` (Eq. 3), ``attention.select`` -> ``attn.fc_select`` (one 1x1
   conv to M*C logits, read as [M, C] by both);
 * split-attention blocks (ResNeSt): ``conv2.splits.conv``/``.bn`` -> ``conv2.conv``/``bn0``,
-  ``conv2.attention.fc1``/``.bn``/``.fc2`` -> ``conv2.fc1``/``bn1``/``fc2``; the plain
+  ``conv2.attention.reduce.conv``/``.reduce.bn``/``.expand`` -> ``conv2.fc1``/``bn1``/``fc2``;
+  the plain
   convolutions as in ResNet blocks;
 * ``downsample.conv``/``.bn`` -> ``downsample.0``/``.1``, or with ``avg_down`` (whose pool is
   timm's ``downsample.0``, an identity at stride 1) ``downsample.1``/``.2``; ``se.fc1``,
@@ -134,8 +135,9 @@ _SK_CONVS = (
 _SPLIT_ATTENTION_CONVS = (
     (r"conv(\d)\.splits\.conv\.", r"conv\1.conv."),
     (r"conv(\d)\.splits\.bn\.", r"conv\1.bn0."),
-    (r"conv(\d)\.attention\.(fc[12])\.", r"conv\1.\2."),
-    (r"conv(\d)\.attention\.bn\.", r"conv\1.bn1."),
+    (r"conv(\d)\.attention\.reduce\.conv\.", r"conv\1.fc1."),
+    (r"conv(\d)\.attention\.reduce\.bn\.", r"conv\1.bn1."),
+    (r"conv(\d)\.attention\.expand\.", r"conv\1.fc2."),
     *_PLAIN_CONVS,
 )
 _BLOCK = re.compile(r"stages\.(\d+)\.(\d+)\.(.*)")
