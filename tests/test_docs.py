@@ -28,6 +28,7 @@ import pytest
 import timm
 import torch
 import yaml
+from lsknet_reference import S_CONFIG, OfficialLSKNet
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -166,8 +167,9 @@ def check_data(block: Block, tally: Tally) -> None:
 def workspace(tmp_path_factory) -> Path:
     """A folder holding what the docs assume a reader has: timm's SKNet-50 download (a random
     ``skresnext50_32x4d`` in timm's file layout, also in a Hugging Face cache, ``hub-cache/``,
-    under its hub id), released ImageNet-size weights (``weights/``)
-    and two photos (``cat.jpg``, ``dog.png``)."""
+    under its hub id), released ImageNet-size weights (``weights/``), LSKNet-S's official
+    checkpoints (random weights in the ImageNet and the mmrotate detector layout) and two photos
+    (``cat.jpg``, ``dog.png``)."""
     folder = tmp_path_factory.mktemp("reader")
     torch.manual_seed(0)
     theirs = timm.create_model("skresnext50_32x4d")
@@ -186,6 +188,11 @@ def workspace(tmp_path_factory) -> Path:
     for name in ("model.safetensors", "config.json"):
         (cached / "snapshots" / HUB_COMMIT / name).write_bytes((hub / name).read_bytes())
     sknet.save_pretrained(sknet.create_model("sknet50"), folder / "weights")
+    lsknet = OfficialLSKNet(**S_CONFIG).state_dict()
+    torch.save({"state_dict": lsknet}, folder / "lsk_s_backbone.pth.tar")
+    detector = {f"backbone.{key}": value for key, value in lsknet.items() if "head" not in key}
+    detector["neck.fpn_convs.0.conv.weight"] = torch.zeros(256, 256, 3, 3)
+    torch.save({"state_dict": detector}, folder / "lsk_s_fpn_1x_dota_le90_20230116-99749191.pth")
     generator = torch.Generator().manual_seed(1)
     for name in ("cat.jpg", "dog.png"):
         pixels = torch.randint(0, 256, (240, 320, 3), generator=generator, dtype=torch.uint8)

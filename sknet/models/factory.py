@@ -23,7 +23,8 @@ from torch import nn
 
 from sknet.errors import UserError
 from sknet.models.base import FeatureExtractor
-from sknet.models.locate import locate
+from sknet.models.locate import locate, where
+from sknet.models.lsknet_weights import from_official, takes_official
 from sknet.models.registry import get_entry
 from sknet.models.timm_weights import (
     TIMM_ARCHITECTURES,
@@ -84,7 +85,8 @@ def create_model(
             ``pretrained``, the file's; another count keeps the pretrained backbone and gives a
             freshly initialised classifier, which is logged on the ``sknet`` logger).
         pretrained: weights to load: anything :func:`load_pretrained` reads (our weights folder
-            or ``.safetensors``, a training run's folder or ``last.pt``, timm's files, a hub id
+            or ``.safetensors``, a training run's folder or ``last.pt``, timm's files, LSKNet's
+            ``lsk_*_backbone.pth.tar`` or mmrotate detector checkpoints, a hub id
             ``hf-hub:ORG/NAME[@REVISION]``); their recorded kwargs are the defaults. ``True``:
             the published weights the registry names (``hub_id``, timm's). ``None`` or
             ``False``: an untrained model.
@@ -92,7 +94,8 @@ def create_model(
             outputs a list of feature maps and describes them in ``feature_info``.
         out_indices: with ``features_only``, the feature levels to return: 0 is the stem
             (stride 2 on ImageNet models), 1.. the stages (strides 4, 8, 16, 32 on the ImageNet
-            ResNeXt family); default every stage.
+            ResNeXt family); a model without a stem level (LSKNet) numbers its stages from 0;
+            default every stage.
         **kwargs: overrides of the registered config, e.g. ``branches=[(3, 1, 32), (5, 1, 64)]``
             or ``attention=False`` for the rows of Tables 6 and 7.
 
@@ -113,7 +116,10 @@ def create_model(
             )
         pretrained = f"hf-hub:{entry.hub_id}"
     if pretrained is not None and pretrained is not False:
-        model = load(pretrained, name=name, num_classes=num_classes, **kwargs).model
+        model = load(
+            pretrained, name=name, num_classes=num_classes, features_only=features_only,
+            **kwargs,
+        ).model
     else:
         classes = entry.default_num_classes if num_classes is None else num_classes
         model = build(name, classes, kwargs)
@@ -140,6 +146,7 @@ def load(
     name: str | None = None,
     num_classes: int | None = None,
     flag: str = "",
+    features_only: bool = False,
     **kwargs: Any,
 ) -> Loaded:
     """The one loader: identify the weights at ``location`` once, build their network, load them.
@@ -148,12 +155,18 @@ def load(
         location: see :mod:`sknet.models.locate`.
         name: the model the caller expects (a mismatch is refused; timm weights are built as it).
         num_classes: the classifier wanted (another count than the weights' re-initialises it).
+            Weights without a classifier (an LSKNet backbone or detector file) get a freshly
+            initialised one of the model's default count, which is logged.
         flag: the option ``location`` came from, for messages.
+        features_only: the caller keeps only the backbone: weights without a classifier get
+            none.
         **kwargs: config overrides (they must not change the weights' shapes).
     """
     found = locate(location, flag)
     if found.record is None:
         label = str(found.path)
+        if name is not None and takes_official(name):
+            from_official(found.state, where(found.path, flag))  # names the first foreign key
         model = _timm_model(found.state, found.timm_config or {}, label, name, None, **kwargs)
         return Loaded(found.path, fit_classifier(model, num_classes, label))
     record = found.record
@@ -164,6 +177,8 @@ def load(
         )
     record = replace(record, kwargs={**record.kwargs, **kwargs})
     model = from_record(record, found.state, found.path)
+    if found.backbone_only and num_classes is None and not features_only:
+        num_classes = get_entry(record.name).default_num_classes
     return Loaded(found.path, fit_classifier(model, num_classes, str(found.path)), found.checkpoint)
 
 
@@ -183,7 +198,8 @@ def from_record(
 
 def load_pretrained(path: PathLike, **overrides: Any) -> nn.Module:
     """The network saved at ``path``, with its weights: anything :mod:`sknet.models.locate`
-    reads (our weights folder or file, a training run's folder or ``last.pt``, timm's weights).
+    reads (our weights folder or file, a training run's folder or ``last.pt``, timm's weights,
+    LSKNet's official checkpoints).
 
     ``overrides`` must not change the shapes, except ``num_classes`` (a new classifier on the
     pretrained backbone); ``model.record`` holds the class names and preprocessing.
@@ -252,7 +268,7 @@ def from_timm(
         found = locate(source)
         if found.record is not None:
             raise UserError(
-                f"{source}: these are sknet's own weights, not timm's; use "
+                f"{source}: these are not timm's weights but sknet's own or LSKNet's; use "
                 "sknet.load_pretrained"
             )
         label = str(found.path)

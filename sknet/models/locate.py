@@ -3,10 +3,11 @@
 A location is a Hugging Face hub id (``hf-hub:ORG/NAME[@REVISION]``, whose folder in the local
 cache :mod:`sknet.models.hub` finds), a training run's folder (its ``best.safetensors``, else
 ``model.safetensors``, else ``last.pt``), our weights folder or file (``model.safetensors`` +
-``config.json``, ``X.safetensors`` + ``X.json``), a training ``last.pt``, or timm's weights (a
-hub folder, ``.safetensors``, ``.pth``, ``.pt``, ``.bin``). :func:`locate` decides which, reads
-each file once and returns what :mod:`sknet.models.factory` builds from. Nothing here builds a
-model.
+``config.json``, ``X.safetensors`` + ``X.json``), a training ``last.pt``, LSKNet's official
+checkpoints (``lsk_*_backbone.pth.tar``, mmrotate detector files; translated to our names by
+:mod:`sknet.models.lsknet_weights`), or timm's weights (a hub folder, ``.safetensors``, ``.pth``,
+``.pt``, ``.bin``). :func:`locate` decides which, reads each file once and returns what
+:mod:`sknet.models.factory` builds from. Nothing here builds a model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from sknet.models.hub import hub_folder, is_hub_id
+from sknet.models.lsknet_weights import from_official, recognises
 from sknet.models.resume_file import checked, is_checkpoint
 from sknet.models.timm_weights import is_timm_source, plain_state, read_timm
 from sknet.models.weights_io import (
@@ -36,7 +38,8 @@ resume state."""
 
 WEIGHTS_HELP = (
     "pass a training --out folder, a folder with model.safetensors + config.json, an "
-    "X.safetensors file, a training last.pt, timm's weights, or a hub id hf-hub:ORG/NAME"
+    "X.safetensors file, a training last.pt, timm's or LSKNet's weights, or a hub id "
+    "hf-hub:ORG/NAME"
 )
 
 
@@ -50,6 +53,8 @@ class Found:
         record: our record of the network (``None`` for timm's weights).
         timm_config: timm's config beside timm's weights (``{}`` if none; ``None`` for ours).
         checkpoint: the whole training state when a ``last.pt`` was read.
+        backbone_only: the weights hold no classifier (``record.num_classes`` is 0): an
+            LSKNet backbone without its head, or a detector's backbone.
     """
 
     path: Path
@@ -57,6 +62,7 @@ class Found:
     record: ModelRecord | None
     timm_config: dict[str, Any] | None = None
     checkpoint: dict[str, Any] | None = None
+    backbone_only: bool = False
 
 
 def where(path: str | os.PathLike, flag: str) -> str:
@@ -101,7 +107,7 @@ def _read(location: str | os.PathLike, flag: str) -> Found:
     if path.suffix == ".pt":
         loaded = read_torch_file(path, "checkpoint", where(path, flag))
         if not is_checkpoint(loaded):
-            return Found(path, plain_state(loaded, str(path)), None, {})
+            return _foreign(path, plain_state(loaded, str(path)), {})
         state = checked(loaded, where(path, flag))
         record = state["record"]
         progress = {"epoch": int(state["epoch"]), "step": int(state["step"])}
@@ -109,5 +115,14 @@ def _read(location: str | os.PathLike, flag: str) -> Found:
         return Found(path, state["model"], record, checkpoint=state)
     if is_timm_source(path):
         state, config = read_timm(path)
-        return Found(path, state, None, config)
+        return _foreign(path, state, config)
     return Found(weight_paths(path)[0], read_weights(path), read_record(path))
+
+
+def _foreign(path: Path, state: dict[str, torch.Tensor], config: dict[str, Any]) -> Found:
+    """Weights from elsewhere: LSKNet's official layouts (under our names, with a record),
+    else timm's."""
+    if recognises(state):
+        official = from_official(state, str(path))
+        return Found(path, official.state, official.record, backbone_only=official.backbone_only)
+    return Found(path, state, None, config)

@@ -42,6 +42,8 @@ def _weights_line(record: ModelRecord) -> str:
     if extra.get("timm_architecture"):
         licence = f", licence {extra['license']}" if extra.get("license") else ""
         return f"imported from timm's `{extra['timm_architecture']}`{licence}"
+    if extra.get("lsknet_checkpoint"):
+        return f"imported from LSKNet's official {extra['lsknet_checkpoint']} checkpoint"
     if extra.get("dataset"):
         parts = [f"trained with sknet on `{extra['dataset']}`"]
         if extra.get("epoch") is not None:
