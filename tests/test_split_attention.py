@@ -227,10 +227,13 @@ def test_batch_of_one_in_training_is_a_clear_error_and_bad_layouts_are_refused()
         SplitAttentionConv(8, 16, radix=0)
 
 
-def test_the_kernel_selection_analysis_refuses_split_attention_in_one_line():
-    """Its splits share one kernel: there is no selection between receptive fields to analyse."""
+def test_the_analysis_takes_split_attention_split_by_split_and_refuses_radix_one():
+    """Its splits share one kernel: the analysis contrasts the last split with the first
+    (sknet.analysis.kinds); at radix 1 there is no choice, and it says so in one line."""
     assert SplitAttentionConv(12, 16, radix=3, dilation=2).receptive_fields == [5, 5, 5]
     with torch.device("meta"):
         model = create_model("resnest14d")
-    with pytest.raises(ValueError, match="no attention between kernels of different receptive"):
-        selecting_units(model)
+        gated = create_model("resnest50d_1s4x24d")
+    assert list(selecting_units(model)) == list(model.sk_units())
+    with pytest.raises(ValueError, match="its split-attention units have radix 1"):
+        selecting_units(gated)
