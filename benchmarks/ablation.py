@@ -191,7 +191,7 @@ def plot(table: list[dict[str, Any]], bins: list[float], path: Path, data: str) 
                   label=f"{entry['variant']} ({entry['last_top1_err_mean']:.2f}%)")
     axes.set_xlabel("object height (pixels, as drawn; every validation digit at each)")
     axes.set_ylabel("validation top-1 error (%), mean over seeds")
-    axes.set_title(f"Table 7 variants on {data}, by object size")
+    axes.set_title(f"Variants on {data}, by object size")
     axes.legend(fontsize=8)
     axes.grid(alpha=0.3)
     with atomic_path(path) as temporary:

@@ -6,7 +6,9 @@ import torch.nn.functional as F
 from timm.layers import SplitAttn, make_divisible
 from torch import nn
 
+from sknet.analysis.capture import selecting_units
 from sknet.layers import SELECTION_UNITS, SKConv, SplitAttentionConv, split_attention_width
+from sknet.models import create_model
 
 # (in_channels, C, radix, cardinality): ResNeSt-50's 2s1x, the 4s2x and 1s4x ablation layouts.
 LAYOUTS = [(16, 32, 2, 1), (16, 24, 4, 2), (24, 48, 1, 4), (12, 36, 3, 1)]
@@ -225,6 +227,13 @@ def test_batch_of_one_in_training_is_a_clear_error_and_bad_layouts_are_refused()
         SplitAttentionConv(8, 16, radix=0)
 
 
-def test_every_split_has_the_same_receptive_field():
-    """Its splits share one kernel (the analysis contrasts splits, not kernels: test_analysis)."""
+def test_the_analysis_takes_split_attention_split_by_split_and_refuses_radix_one():
+    """Its splits share one kernel: the analysis contrasts the last split with the first
+    (sknet.analysis.kinds); at radix 1 there is no choice, and it says so in one line."""
     assert SplitAttentionConv(12, 16, radix=3, dilation=2).receptive_fields == [5, 5, 5]
+    with torch.device("meta"):
+        model = create_model("resnest14d")
+        gated = create_model("resnest50d_1s4x24d")
+    assert list(selecting_units(model)) == list(model.sk_units())
+    with pytest.raises(ValueError, match="its split-attention units have radix 1"):
+        selecting_units(gated)

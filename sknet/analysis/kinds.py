@@ -53,9 +53,8 @@ def choices(unit: nn.Module) -> list[tuple[int, ...]]:
 
 
 def receptive_fields(unit: nn.Module) -> list[int]:
-    """Receptive field of each choice (an LSK unit's: of its steps accumulated)."""
-    if isinstance(unit, SplitAttentionConv):
-        return [dilation * (kernel - 1) + 1 for kernel, dilation, _ in choices(unit)]
+    """Receptive field of each choice (split attention's: all equal; an LSK unit's: of its steps
+    accumulated)."""
     return list(unit.receptive_fields)
 
 

@@ -25,7 +25,9 @@ from sknet.analysis.kinds import choices, receptive_fields
 from sknet.analysis.sizes import SizeStatistics
 from sknet.analysis.statistics import number
 from sknet.data.scaled import box_masks
+from sknet.data.source import Source
 from sknet.errors import UserError
+from sknet.trained import Trained
 
 FORMAT = "sknet-spatial-attention-analysis"
 REGIONS = ("object", "background", "difference")
@@ -120,7 +122,9 @@ class SpatialStatistics:
         return {"bins": first["bins"], "images": first["images"], "units": units}
 
 
-def check_boxes(source: Any, data: str, scales: Sequence[float] | None, options: dict) -> None:
+def check_boxes(
+    source: Source, data: str, scales: Sequence[float] | None, options: Mapping[str, object]
+) -> None:
     """The analysis of LSK units needs objects of known place, and has no use for the options of
     the channel analysis (Section 4.4's enlarged crops, per-channel and per-class panels)."""
     if source.val_boxes is None:
@@ -167,7 +171,7 @@ def sample_report(
 
 
 def build_spatial_report(
-    trained: Any, units: Mapping[str, nn.Module], statistics: SpatialStatistics, size: int,
+    trained: Trained, units: Mapping[str, nn.Module], statistics: SpatialStatistics, size: int,
     limit: int | None, skipped: list[str], command: str | None, samples: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Every number of the LSK analysis as one JSON-able dict (``analysis.json``)."""
