@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from sknet.atomic import atomic_path
 from sknet.errors import UserError
 from sknet.layers import fold_bn
-from sknet.layers.common import CONV_TYPES, input_channels
+from sknet.layers.common import CONV_TYPES, input_channels, require_running_statistics
 from sknet.preprocessing import check_size
 from sknet.trained import load_trained
 
@@ -62,14 +62,14 @@ def deploy(model: nn.Module) -> nn.Module:
         if callable(fold_own):
             fold_own()
     with torch.no_grad():
-        for parent in deployed.modules():
+        for parent_name, parent in deployed.named_modules():
             if not isinstance(parent, nn.Sequential):
                 continue
             names = list(parent._modules)
             for conv_name, bn_name in itertools.pairwise(names):
                 conv, bn = parent._modules[conv_name], parent._modules[bn_name]
                 if isinstance(conv, CONV_TYPES) and isinstance(bn, _BatchNorm):
-                    _fold_into(conv, bn)
+                    _fold_into(conv, bn, f"{parent_name}.{bn_name}".lstrip("."))
                     parent._modules[bn_name] = nn.Identity()
     left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]
     if left:
@@ -80,12 +80,10 @@ def deploy(model: nn.Module) -> nn.Module:
     return deployed
 
 
-def _fold_into(conv: nn.Module, bn: _BatchNorm) -> None:
-    if bn.running_var is None:
-        raise UserError(
-            f"deploy: BatchNorm {bn} has no running statistics (track_running_stats=False), so "
-            "it normalises by the batch even in eval mode and cannot be folded"
-        )
+def _fold_into(conv: nn.Module, bn: _BatchNorm, name: str) -> None:
+    require_running_statistics(
+        bn, "deploy", name, "it normalises by the batch even in eval mode and cannot be folded"
+    )
     weight, bias = fold_bn(conv, bn)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=conv.weight.requires_grad)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=conv.weight.requires_grad)

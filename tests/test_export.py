@@ -73,6 +73,13 @@ def test_deploy_rejects_a_batchnorm_it_cannot_fold():
         sknet.deploy(model)
 
 
+def test_deploy_rejects_a_batchnorm_without_running_statistics():
+    model = nn.Sequential(ConvBnAct(3, 8, 3))
+    model[0].bn = nn.BatchNorm2d(8, track_running_stats=False)
+    with pytest.raises(ValueError, match=r"deploy: BatchNorm '0\.bn' keeps no running statistics"):
+        sknet.deploy(model)
+
+
 def test_deploy_folds_sync_batchnorm_too():
     model = nn.SyncBatchNorm.convert_sync_batchnorm(create_model("sknet26", num_classes=4))
     randomize_bn(model)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from sknet.analysis.capture import stage_units
-from sknet.analysis.kinds import choices, receptive_fields
+from sknet.analysis.header import report_header, unit_header
 from sknet.analysis.sizes import format_sizes
 from sknet.analysis.spatial import FORMAT as SPATIAL_FORMAT
 from sknet.analysis.spatial import format_spatial
@@ -139,25 +139,12 @@ def build_report(
         for position, (index, label) in enumerate(zip(samples, sample_labels, strict=True))
     ]
     return {
-        "format": FORMAT,
-        "format_version": 1,
-        "command": command,
-        "checkpoint": str(trained.path),
-        "model": trained.record.name,
-        "data": trained.data,
-        "input_size": size,
-        "scales": scales,
+        **report_header(FORMAT, trained, command, size, scales, count, limit, skipped),
         "crops": [crop_side(size, scale) for scale in scales],
-        "images": count,
-        "limit": limit,
-        "skipped": skipped,
         "units": {
             name: {
                 "channels": int(sample_attention[0][name].shape[-1]),
-                "branches": [list(branch) for branch in choices(units[name])],
-                "receptive_fields": receptive_fields(units[name]),
-                "large": item.large,
-                "small": item.small,
+                **unit_header(units[name], item.large, item.small),
             }
             for name, item in stats.per_unit.items()
         },

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sknet.analysis.kinds import choices, receptive_fields
+from sknet.analysis.header import report_header, unit_header
 from sknet.analysis.sizes import SizeStatistics
 from sknet.analysis.statistics import number
 from sknet.data.scaled import box_masks
@@ -175,24 +175,12 @@ def build_spatial_report(
     limit: int | None, skipped: list[str], command: str | None, samples: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Every number of the LSK analysis as one JSON-able dict (``analysis.json``)."""
+    images = statistics.regions[REGIONS[0]].count
     return {
-        "format": FORMAT,
-        "format_version": 1,
-        "command": command,
-        "checkpoint": str(trained.path),
-        "model": trained.record.name,
-        "data": trained.data,
-        "input_size": size,
-        "scales": [1.0],
-        "images": statistics.regions[REGIONS[0]].count,
-        "limit": limit,
-        "skipped": skipped,
+        **report_header(FORMAT, trained, command, size, [1.0], images, limit, skipped),
         "units": {
             name: {
-                "branches": [list(branch) for branch in choices(unit)],
-                "receptive_fields": receptive_fields(unit),
-                "large": statistics.units[name][0],
-                "small": statistics.units[name][1],
+                **unit_header(unit, *statistics.units[name]),
                 "map_size": statistics.map_sizes[name],
             }
             for name, unit in units.items()

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from sknet.errors import UserError
+
 CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 """The convolution module of each number of spatial dimensions."""
 BATCH_NORMS: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -22,6 +24,17 @@ LOCAL_BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = tuple(BATCH_NORMS.values()
 """BatchNorms over this process's batch (the fast path calls their kernel itself)."""
 BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = (*LOCAL_BATCH_NORM_TYPES, nn.SyncBatchNorm)
 """Every BatchNorm kind, ``SyncBatchNorm`` (statistics over all processes) included."""
+
+
+def require_running_statistics(norm: nn.Module, who: str, where: str, why: str) -> None:
+    """Refuse, in one line naming ``who`` refuses and ``why``, a BatchNorm ``where`` that keeps no
+    running statistics (``track_running_stats=False``): it normalises by the batch even in eval
+    mode, so it can be neither frozen nor folded into its convolution."""
+    if norm.running_var is None:
+        raise UserError(
+            f"{who}: BatchNorm {where!r} keeps no running statistics (track_running_stats=False), "
+            f"so {why}"
+        )
 
 
 def uses_batch_statistics(norm: nn.Module) -> bool:

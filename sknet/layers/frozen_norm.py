@@ -24,8 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from sknet.errors import UserError
+from sknet.layers.common import require_running_statistics
 
+NOTHING_TO_FREEZE = "there is nothing to freeze; build it with them"
+"""Why :func:`freeze_norm` refuses a BatchNorm without running statistics."""
 COUNTER = "num_batches_tracked"
 """BatchNorm's batch counter: a frozen norm has none and drops it from state dicts it loads."""
 
@@ -81,7 +83,7 @@ def freeze_norm(model: nn.Module) -> nn.Module:
             (``track_running_stats=False``): there is nothing to freeze.
     """
     if isinstance(model, _BatchNorm):
-        _check_statistics(model, type(model).__name__)
+        require_running_statistics(model, "freeze_norm", type(model).__name__, NOTHING_TO_FREEZE)
         return _frozen(model)
     found = [
         (parent, name, child, f"{parent_name}.{name}".lstrip("."))
@@ -90,22 +92,13 @@ def freeze_norm(model: nn.Module) -> nn.Module:
         if isinstance(child, _BatchNorm)
     ]
     for *_, norm, where in found:  # refused before anything changes
-        _check_statistics(norm, where)
+        require_running_statistics(norm, "freeze_norm", where, NOTHING_TO_FREEZE)
     frozen: dict[int, nn.Module] = {}  # one frozen norm for a BatchNorm registered twice
     for parent, name, norm, _ in found:
         if id(norm) not in frozen:
             frozen[id(norm)] = _frozen(norm)
         setattr(parent, name, frozen[id(norm)])
     return model
-
-
-def _check_statistics(norm: nn.Module, where: str) -> None:
-    """Refuse a BatchNorm without running statistics (named ``where``): nothing to freeze."""
-    if norm.running_var is None:
-        raise UserError(
-            f"freeze_norm: BatchNorm {where!r} keeps no running statistics "
-            "(track_running_stats=False), so there is nothing to freeze; build it with them"
-        )
 
 
 def _frozen(norm: nn.Module) -> nn.Module:
