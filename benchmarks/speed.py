@@ -46,15 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from measuring import QUIET, Result, Task, machine, timer, versions  # noqa: E402
+from measuring import QUIET, ROOT, Result, Task, machine, timer, versions
 
-import sknet  # noqa: E402
+import sknet
 
 sys.path.insert(0, str(ROOT / "tests"))
-from lsknet_reference import S_CONFIG, OfficialLSKNet  # noqa: E402
+from lsknet_reference import S_CONFIG, OfficialLSKNet
 
 LITERAL_CONFIGS = {"lsknet_s": S_CONFIG}
 """Literal networks by our model name (their sizes, from the reference the tests hold)."""
@@ -142,7 +141,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     family = FAMILIES[args.family]
+    MODELS.clear()
     MODELS.update(family["models"])
+    RATIOS.clear()
     RATIOS.update(family["ratios"])
     args.models = args.models or list(MODELS)
     unknown = [model for model in args.models if model not in MODELS]

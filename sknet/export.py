@@ -54,22 +54,29 @@ def deploy(model: nn.Module) -> nn.Module:
     modified.
 
     Raises:
-        ValueError: if a BatchNorm does not directly follow a convolution.
+        sknet.errors.UserError: if a BatchNorm keeps no running statistics, or does not directly
+            follow a convolution (and folds no other way).
     """
     deployed = copy.deepcopy(model).eval()
+    for name, module in deployed.named_modules():
+        if isinstance(module, _BatchNorm):
+            require_running_statistics(
+                module, "deploy", name,
+                "it normalises by the batch even in eval mode and cannot be folded",
+            )
     for module in list(deployed.modules()):
         fold_own = getattr(module, "fold_batch_norms", None)
         if callable(fold_own):
             fold_own()
     with torch.no_grad():
-        for parent_name, parent in deployed.named_modules():
+        for parent in deployed.modules():
             if not isinstance(parent, nn.Sequential):
                 continue
             names = list(parent._modules)
             for conv_name, bn_name in itertools.pairwise(names):
                 conv, bn = parent._modules[conv_name], parent._modules[bn_name]
                 if isinstance(conv, CONV_TYPES) and isinstance(bn, _BatchNorm):
-                    _fold_into(conv, bn, f"{parent_name}.{bn_name}".lstrip("."))
+                    _fold_into(conv, bn)
                     parent._modules[bn_name] = nn.Identity()
     left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]
     if left:
@@ -80,10 +87,7 @@ def deploy(model: nn.Module) -> nn.Module:
     return deployed
 
 
-def _fold_into(conv: nn.Module, bn: _BatchNorm, name: str) -> None:
-    require_running_statistics(
-        bn, "deploy", name, "it normalises by the batch even in eval mode and cannot be folded"
-    )
+def _fold_into(conv: nn.Module, bn: _BatchNorm) -> None:
     weight, bias = fold_bn(conv, bn)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=conv.weight.requires_grad)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=conv.weight.requires_grad)

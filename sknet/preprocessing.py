@@ -242,14 +242,35 @@ PAPER_IMAGENET = Preprocessing(
 """The paper's ImageNet input (Section 4.1): a 224 centre crop of the image resized to 256, the
 per-channel means subtracted from 0-255 pixels (Caffe's convention; no division)."""
 
-TIMM_IMAGENET = Preprocessing(
-    224, 256, "bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""ImageNet's per-channel mean on [0, 1] pixels (torchvision's and timm's)."""
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""ImageNet's per-channel standard deviation on [0, 1] pixels."""
+
+TIMM_IMAGENET = Preprocessing(224, 256, "bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 """What a timm state dict without its config is assumed to expect: timm's ImageNet evaluation of
 ``skresnext50_32x4d.ra_in1k`` (resize 256, centre crop 224, ImageNet mean/std on [0, 1])."""
 
-LSKNET_IMAGENET = Preprocessing(
-    224, math.floor(224 / 0.9), "bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+def timm_preprocessing(config: Mapping[str, Any]) -> Preprocessing:
+    """Our preprocessing from a timm pretrained config (or a model config holding one under
+    ``pretrained_cfg``): resize to ``floor(size / crop_pct)`` as timm does, then the centre crop;
+    :data:`TIMM_IMAGENET` when it names no input size."""
+    pretrained_cfg = config.get("pretrained_cfg", config)
+    if "input_size" not in pretrained_cfg:
+        return TIMM_IMAGENET
+    size = int(pretrained_cfg["input_size"][-1])
+    crop_pct = float(pretrained_cfg.get("crop_pct") or 1.0)
+    return Preprocessing(
+        size,
+        math.floor(size / crop_pct),
+        pretrained_cfg.get("interpolation", TIMM_IMAGENET.interpolation),
+        mean=tuple(pretrained_cfg.get("mean", TIMM_IMAGENET.mean)),
+        std=tuple(pretrained_cfg.get("std", TIMM_IMAGENET.std)),
+    )
+
+
+LSKNET_IMAGENET = timm_preprocessing(
+    {"input_size": (3, 224, 224), "crop_pct": 0.9, "interpolation": "bicubic"}
 )
 """LSKNet's ImageNet input: its backbones were pretrained with VAN's classification code, whose
 models carry timm's vision-transformer default config (224 input, crop_pct 0.9 so resize 248,

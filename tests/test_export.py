@@ -2,6 +2,7 @@
 
 import errno
 import os
+import re
 import sys
 
 import pytest
@@ -73,10 +74,15 @@ def test_deploy_rejects_a_batchnorm_it_cannot_fold():
         sknet.deploy(model)
 
 
-def test_deploy_rejects_a_batchnorm_without_running_statistics():
-    model = nn.Sequential(ConvBnAct(3, 8, 3))
-    model[0].bn = nn.BatchNorm2d(8, track_running_stats=False)
-    with pytest.raises(ValueError, match=r"deploy: BatchNorm '0\.bn' keeps no running statistics"):
+@pytest.mark.parametrize("where", ["0.bn", "stages.0.blocks.0.norm1"])
+def test_deploy_rejects_a_batchnorm_without_running_statistics(where):
+    """Both ways of folding (a Sequential's conv + BN, LSKNet's own fold) refuse in one line."""
+    model = nn.Sequential(ConvBnAct(3, 8, 3)) if where == "0.bn" else create_model("lsknet_digits")
+    parent, name = where.rsplit(".", 1)
+    setattr(model.get_submodule(parent), name, nn.BatchNorm2d(
+        model.get_submodule(where).num_features, track_running_stats=False
+    ))
+    with pytest.raises(ValueError, match=rf"deploy: BatchNorm '{re.escape(where)}' keeps no run"):
         sknet.deploy(model)
 
 

@@ -110,8 +110,12 @@ def test_resnest_options_build_timms_layout():
     assert strided.conv2.splits.conv.stride == (1, 1)
     with pytest.raises(ValueError, match="radix 2 splits one convolution"):
         create_model("resnest14d", branches=[(3, 1, 1), (3, 2, 1)])
-    with pytest.raises(ValueError, match="avd must be None, 'before' or 'after'"):
+    with pytest.raises(ValueError, match="avd must be None or one of before, after"):
         create_model("resnest14d", avd="first")
+    with pytest.raises(ValueError, match="always selects and always splits its input"):
+        create_model("resnest14d", attention=False)
+    with pytest.raises(ValueError, match="the basic block has none"):
+        create_model("resnet18", avd="after")
     with pytest.raises(ValueError, match="deep stem needs even stem_channels"):
         create_model("resnest14d", stem_channels=63)
 

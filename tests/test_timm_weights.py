@@ -11,8 +11,8 @@ from torch import nn
 
 import sknet
 from sknet.models import TIMM_ARCHITECTURES, get_entry
-from sknet.models.timm_weights import check_geometry, timm_names, timm_preprocessing
-from sknet.preprocessing import TIMM_IMAGENET, Preprocessing
+from sknet.models.timm_weights import check_geometry, timm_names
+from sknet.preprocessing import TIMM_IMAGENET, Preprocessing, timm_preprocessing
 
 INPUT = (2, 3, 64, 64)
 MAPPED_ONLY = ("resnest26d", "resnest50d", "resnest200e", "resnest269e")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from sknet.analysis.report import contrast_title, difference_label, large_label
-from sknet.analysis.spatial import on_canvas
+from sknet.analysis.spatial import REGIONS, on_canvas
 from sknet.analysis.stimulus import enlarge, scale_label
 from sknet.atomic import atomic_path, printable
 from sknet.preprocessing import Preprocessing
@@ -205,7 +205,7 @@ def figure_regions(report: dict[str, Any]):
     figure = Figure(figsize=(4.2 * len(names) + 1, 4.4), layout="constrained")
     panels = figure.subplots(1, len(names), squeeze=False, sharey=True)[0]
     for index, (axes, name) in enumerate(zip(panels, names, strict=True)):
-        for position, region in enumerate(("object", "background")):
+        for position, region in enumerate(REGIONS[:2]):
             values = sizes["units"][name][region]
             axes.errorbar(centres, values["mean"], yerr=values["sem"], marker="o", capsize=3,
                           color=f"C{position}", label=region)

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from sknet.analysis.kinds import choices, receptive_fields
+from sknet.analysis.kinds import choices
 from sknet.trained import Trained
 
 
@@ -35,11 +35,11 @@ def report_header(
 
 
 def unit_header(unit: nn.Module, large: int, small: int) -> dict[str, Any]:
-    """A unit's choices (kernel, dilation, groups per branch), their receptive fields, and the
+    """A unit's choices (:func:`~sknet.analysis.kinds.choices`), their receptive fields, and the
     indices of the two choices the analysis contrasts (``large`` against ``small``)."""
     return {
         "branches": [list(branch) for branch in choices(unit)],
-        "receptive_fields": receptive_fields(unit),
+        "receptive_fields": list(unit.receptive_fields),
         "large": large,
         "small": small,
     }

@@ -24,8 +24,6 @@ from torch import nn
 
 from sknet.layers import LSKUnit, SKConv, SplitAttentionConv
 
-CHANNEL_KINDS = ("kernels", "splits")
-"""Kinds whose weights are ``[N, choices, C]``: Figures 3-4 apply as to SK units."""
 SPATIAL = "spatial"
 """The kind whose weights are ``[N, choices, H, W]``."""
 
@@ -52,17 +50,11 @@ def choices(unit: nn.Module) -> list[tuple[int, ...]]:
     return [tuple(branch) for branch in unit.branch_specs]
 
 
-def receptive_fields(unit: nn.Module) -> list[int]:
-    """Receptive field of each choice (split attention's: all equal; an LSK unit's: of its steps
-    accumulated)."""
-    return list(unit.receptive_fields)
-
-
 def contrast(unit: nn.Module) -> tuple[int, int]:
     """``(large, small)``: the choices contrasted: of largest and smallest receptive field (the
     first of each where several tie), or for split attention the last split and the first."""
     if isinstance(unit, SplitAttentionConv):
         return unit.radix - 1, 0
-    fields = receptive_fields(unit)
+    fields = unit.receptive_fields
     indices = range(len(fields))
     return max(indices, key=fields.__getitem__), min(indices, key=fields.__getitem__)

@@ -25,6 +25,7 @@ from sknet.analysis.kinds import SPATIAL, contrast, unit_kind
 from sknet.analysis.report import build_report
 from sknet.analysis.sizes import SizeStatistics, differences, size_bins
 from sknet.analysis.spatial import (
+    REGIONS,
     SpatialStatistics,
     build_spatial_report,
     check_boxes,
@@ -244,7 +245,7 @@ def _analyze_spatial(
     )
     consumers = [lambda attention, targets, skipped: stats.add_next(attention[0], skipped)]
     skipped = _stream(trained.model, units, loader, [1.0], consumers, chosen_device, progress)
-    if not stats.regions["object"].count:
+    if not stats.regions[REGIONS[0]].count:
         raise UserError(f"--data {trained.data}: no validation image could be read")
     sample_attention = _forward_scales(trained.model, units, sample_images, [1.0], chosen_device)
     report = build_spatial_report(

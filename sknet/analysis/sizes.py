@@ -153,34 +153,50 @@ SIZE_COLUMNS = ["unit", "height_low", "height_high", "images", "diff_mean", "dif
 """``sizes.csv``: per unit and size bin."""
 
 
+def bin_rows(
+    sizes: Mapping[str, Any], series: Mapping[str, Any], prefix: str, **keys: Any
+) -> list[dict[str, Any]]:
+    """One CSV row per size bin of one series (``{"mean", "sem", "std"}`` per bin), its
+    statistics named ``{prefix}_mean`` etc., after the columns ``keys`` (e.g. the unit)."""
+    return [
+        {
+            **keys, "height_low": low, "height_high": high, "images": sizes["images"][position],
+            **{f"{prefix}_{stat}": series[stat][position] for stat in ("mean", "sem", "std")},
+        }
+        for position, (low, high) in enumerate(sizes["bins"])
+    ]
+
+
 def size_rows(sizes: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows of ``sizes.csv``."""
-    rows = []
-    for name, values in sizes["units"].items():
-        for position, (low, high) in enumerate(sizes["bins"]):
-            rows.append({
-                "unit": name, "height_low": low, "height_high": high,
-                "images": sizes["images"][position], "diff_mean": values["mean"][position],
-                "diff_sem": values["sem"][position], "diff_std": values["std"][position],
-            })
-    return rows
+    return [
+        row for name, values in sizes["units"].items()
+        for row in bin_rows(sizes, values, "diff", unit=name)
+    ]
+
+
+def bins_and_slopes(sizes: Mapping[str, Any]) -> str:
+    """What the text findings by size print: the outer bins, and how slopes are given."""
+    first, last = sizes["bins"][0], sizes["bins"][-1]
+    return (f"smallest bin {first[0]:g} px, largest {last[1]:g} px; slope per 10 px of height "
+            "± standard error (correlation)")
+
+
+def fitted_slope(values: Mapping[str, Any]) -> str:
+    """A series' slope per 10 px of height, its standard error and correlation (``-``: none)."""
+    slope = values["slope"]
+    if slope is None:
+        return "-"
+    return f"{10 * slope:+.4f} ± {10 * values['slope_se']:.4f} (r {values['correlation']:+.2f})"
 
 
 def format_sizes(sizes: Mapping[str, Any], label: str) -> list[str]:
     """Text lines of the finding by true size: per unit, the difference from the smallest to the
     largest bin and the fitted slope per 10 pixels of height."""
-    first, last = sizes["bins"][0], sizes["bins"][-1]
-    lines = [f"by true object height ({label}), 1.0x: smallest bin {first[0]:g} px, largest "
-             f"{last[1]:g} px; slope per 10 px of height ± standard error (correlation)"]
+    lines = [f"by true object height ({label}), 1.0x: {bins_and_slopes(sizes)}"]
     for name, values in sizes["units"].items():
-        slope = values["slope"]
-        fitted = "-"
-        if slope is not None:
-            fitted = (
-                f"{10 * slope:+.4f} ± {10 * values['slope_se']:.4f} "
-                f"(r {values['correlation']:+.2f})"
-            )
         lines.append(
-            f"{name:<10}{values['mean'][0]:+.4f} -> {values['mean'][-1]:+.4f}    slope {fitted}"
+            f"{name:<10}{values['mean'][0]:+.4f} -> {values['mean'][-1]:+.4f}    "
+            f"slope {fitted_slope(values)}"
         )
     return lines

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sknet.analysis.header import report_header, unit_header
-from sknet.analysis.sizes import SizeStatistics
+from sknet.analysis.sizes import SizeStatistics, bin_rows, bins_and_slopes, fitted_slope
 from sknet.analysis.statistics import number
 from sknet.data.scaled import box_masks
 from sknet.data.source import Source
@@ -194,42 +194,29 @@ def build_spatial_report(
 def spatial_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows of ``regions.csv``."""
     sizes = report["sizes"]
-    rows = []
-    for name, regions in sizes["units"].items():
-        for region, values in regions.items():
-            for position, (low, high) in enumerate(sizes["bins"]):
-                rows.append({
-                    "unit": name, "region": region, "height_low": low, "height_high": high,
-                    "images": sizes["images"][position], "share_mean": values["mean"][position],
-                    "share_sem": values["sem"][position], "share_std": values["std"][position],
-                })
-    return rows
+    return [
+        row for name, regions in sizes["units"].items() for region, values in regions.items()
+        for row in bin_rows(sizes, values, "share", unit=name, region=region)
+    ]
 
 
 def format_spatial(report: Mapping[str, Any]) -> str:
     """The findings as text: per unit and region, the share from the smallest to the largest
     height bin and the slope per 10 pixels of height."""
     sizes = report["sizes"]
-    first, last = sizes["bins"][0], sizes["bins"][-1]
     skipped = f", {len(report['skipped'])} unreadable skipped" if report["skipped"] else ""
     lines = [
         f"{report['model']} on {report['data']}: {report['images']} images at 1.0x{skipped}",
         "LSK units: share of the larger kernel a_large / (a_small + a_large) per position, "
         "averaged over the object's box and over the background (difference: object − "
-        f"background), by true object height: smallest bin {first[0]:g} px, largest "
-        f"{last[1]:g} px; slope per 10 px of height ± standard error (correlation)",
+        f"background), by true object height: {bins_and_slopes(sizes)}",
     ]
     for name, regions in sizes["units"].items():
         rows, columns = report["units"][name]["map_size"]
         for region, values in regions.items():
-            slope = values["slope"]
-            fitted = "-" if slope is None else (
-                f"{10 * slope:+.4f} ± {10 * values['slope_se']:.4f} "
-                f"(r {values['correlation']:+.2f})"
-            )
             sign = "+" if region == "difference" else ""
             lines.append(
                 f"{name:<10}{f'{rows}x{columns}':<7}{region:<12}{values['mean'][0]:{sign}.4f} -> "
-                f"{values['mean'][-1]:{sign}.4f}    slope {fitted}"
+                f"{values['mean'][-1]:{sign}.4f}    slope {fitted_slope(values)}"
             )
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from sknet.layers.split_attention import (
 SELECTION_UNITS: tuple[type[nn.Module], ...] = (SKConv, SplitAttentionConv, LSKUnit)
 """The selection units, what ``Backbone.sk_units`` lists: modules that weigh several candidate
 feature maps by an attention whose output (a hookable ``attention`` submodule) is the weights:
-``[N, M, C]`` (SK), ``[N, radix, C]`` (split attention), ``[N, 2, H, W]`` (LSK, spatial)."""
+``[N, M, C]`` (SK), ``[N, radix, C]`` (split attention), ``[N, M, H, W]`` (LSK, spatial)."""
 
 __all__ = [
     "DEFAULT_BRANCHES",

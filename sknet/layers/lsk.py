@@ -22,6 +22,8 @@ DepthwiseStep = tuple[int, int]
 LSK_DECOMPOSITION: tuple[DepthwiseStep, ...] = ((5, 1), (7, 3))
 """LSKNet's: a 5x5 depthwise convolution, then a 7x7 one with dilation 3 on its output
 (receptive fields 5 and 23)."""
+LSK_SQUEEZE_KERNEL = 7
+"""Kernel of the spatial selection's squeeze convolution (LSKNet's ``conv_squeeze``)."""
 
 
 class LSKAttention(nn.Module):
@@ -33,10 +35,10 @@ class LSKAttention(nn.Module):
 
     Args:
         num_branches: M >= 2.
-        kernel_size: of the squeeze convolution (7 in LSKNet).
+        kernel_size: of the squeeze convolution.
     """
 
-    def __init__(self, num_branches: int, kernel_size: int = 7) -> None:
+    def __init__(self, num_branches: int, kernel_size: int = LSK_SQUEEZE_KERNEL) -> None:
         super().__init__()
         self.squeeze = nn.Conv2d(2, num_branches, kernel_size, padding=kernel_size // 2)
 
@@ -72,7 +74,7 @@ class LSKUnit(nn.Module):
         self,
         channels: int,
         branches: Sequence[Sequence[int]] = LSK_DECOMPOSITION,
-        squeeze_kernel: int = 7,
+        squeeze_kernel: int = LSK_SQUEEZE_KERNEL,
     ) -> None:
         super().__init__()
         self.branch_specs = parse_branches(

@@ -57,13 +57,13 @@ def split_attention_width(
     radix: int,
     reduction: int = ATTENTION_REDUCTION,
     min_dim: int = ATTENTION_MIN_DIM,
-    divisor: int = ATTENTION_DIVISOR,
 ) -> int:
     """Width of the reduced feature: ``radix * channels / reduction`` rounded to the nearest
-    multiple of ``divisor`` (halves up), at least ``min_dim``, and raised by one ``divisor`` if the
-    rounding lost more than 10%; timm's rule, equal to ResNeSt's ``max(radix * C / 4, 32)`` for
-    every width of the published models."""
+    multiple of :data:`ATTENTION_DIVISOR` (halves up), at least ``min_dim``, and raised by one
+    divisor if the rounding lost more than 10%; timm's rule, equal to ResNeSt's
+    ``max(radix * C / 4, 32)`` for every width of the published models."""
     wanted = radix * channels / reduction
+    divisor = ATTENTION_DIVISOR
     width = max(min_dim, int(wanted + divisor / 2) // divisor * divisor)
     return width + divisor if width < 0.9 * wanted else width
 

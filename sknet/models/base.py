@@ -91,7 +91,7 @@ class Backbone(nn.Module):
         a split-attention convolution, an LSK unit), named ``SK_{stage}_{block}`` (stage from
         :attr:`first_stage_index`, block from 1). The name is the paper's convention for SK units
         and stands for any selection unit: each has an ``attention`` submodule whose output is its
-        weights (``[N, choices, C]``; LSK's spatial ``[N, 2, H, W]``).
+        weights (``[N, choices, C]``; LSK's spatial ``[N, M, H, W]``).
 
         A block holding several units (e.g. both branches of a ShuffleNetV2 down-sampling unit)
         names them ``SK_{stage}_{block}``, ``SK_{stage}_{block}b``, ...

@@ -35,11 +35,10 @@ from sknet.models.timm_weights import (
     plain_state,
     timm_class_names,
     timm_names,
-    timm_preprocessing,
     to_ours,
 )
 from sknet.models.weights_io import PathLike, check_tensors, load_state_into
-from sknet.preprocessing import resolve_preprocessing
+from sknet.preprocessing import resolve_preprocessing, timm_preprocessing
 from sknet.record import ModelRecord
 
 LOG = logging.getLogger("sknet")

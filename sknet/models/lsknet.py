@@ -164,8 +164,8 @@ class LSKNet(Backbone):
     ``SK_4_{depth}`` and the feature levels 0-3 are the four stages.
 
     Args:
-        embed_dims: channels of the four stages (LSKNet-T 32/64/160/256, -S 64/128/320/512).
-        depths: blocks per stage (LSKNet-T 3/3/5/2, -S 2/2/4/2).
+        embed_dims: channels of each stage (the registered configs: ``zoo_lsknet``).
+        depths: blocks per stage.
         mlp_ratios: hidden width of each stage's MLP over its channels.
         branches: ``(kernel, dilation)`` of the LSK units' depthwise decomposition.
         drop_rate: dropout in the MLPs.
@@ -179,8 +179,8 @@ class LSKNet(Backbone):
 
     def __init__(
         self,
-        embed_dims: Sequence[int] = (64, 128, 320, 512),
-        depths: Sequence[int] = (2, 2, 4, 2),
+        embed_dims: Sequence[int],
+        depths: Sequence[int],
         mlp_ratios: Sequence[float] = (8, 8, 4, 4),
         branches: Sequence[Sequence[int]] = LSK_DECOMPOSITION,
         drop_rate: float = 0.0,

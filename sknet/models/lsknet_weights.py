@@ -123,8 +123,7 @@ def from_official(state: Mapping[str, torch.Tensor], label: str) -> OfficialWeig
 
     Raises:
         sknet.errors.UserError: a key that is neither an ImageNet backbone's nor, in a
-            detector's file, a ``backbone.`` one (the first such key is named), or widths that
-            no LSKNet has.
+            detector's file, a ``backbone.`` one (the first such key is named).
     """
     detector = any(key.startswith(DETECTOR_PREFIX) for key in state)
     backbone = (
@@ -177,14 +176,15 @@ def _model_of(state: Mapping[str, torch.Tensor], label: str) -> tuple[str, dict[
     if not dims or 0 in depths or 0 in ratios:
         raise UserError(
             f"{label}: an incomplete LSKNet checkpoint: stages {shape['embed_dims']} with "
-            f"{shape['depths']} blocks; a stage without blocks or MLP"
+            f"{shape['depths']} blocks; a stage without blocks or MLP; pass a whole "
+            "lsk_*_backbone.pth.tar or mmrotate LSKNet detector checkpoint"
         )
     for name in LSKNET_MODELS:
         if _config(name) == shape:
             return name, {}
-    closest = LSKNET_MODELS[-1]
-    config = _config(closest)
-    return closest, {key: value for key, value in shape.items() if config[key] != value}
+    fallback = LSKNET_MODELS[-1]
+    config = _config(fallback)
+    return fallback, {key: value for key, value in shape.items() if config[key] != value}
 
 
 def _config(name: str) -> dict[str, tuple[Any, ...]]:

@@ -37,7 +37,9 @@ class Paper:
     ``params`` and ``flops`` are kept as printed (``"27.5M"``, ``"4.47G"``, ``"40.39M"``): the
     number of printed decimals is the precision ``--check`` holds us to. FLOPs are multiply-adds
     counted by the convention named in ``counting`` (see
-    :data:`sknet.models.complexity.COUNTING`). Errors are top-1 percentages.
+    :data:`sknet.models.complexity.COUNTING`). Errors are top-1 percentages: ``top1_224`` at
+    the row's ``input_size`` (224 for the SK paper's models, a descendant's own crop otherwise,
+    e.g. 320 for ResNeSt-200), ``top1_320`` Table 2's 320 crop of a model trained at 224.
     """
 
     source: str
@@ -56,7 +58,8 @@ class Paper:
 
         Table 5 prints one #P but two errors per CIFAR model: 10 classes compare with the
         CIFAR-10 column and 100 with the CIFAR-100 one. ImageNet models (1000 classes) compare
-        with the 224x (default) or 320x centre-crop column. Any other head has no paper number.
+        with the ``input_size`` column (default) or, at ``crop=320``, Table 2's 320 crop. Any
+        other head has no paper number.
         """
         if self.cifar10_err is not None or self.cifar100_err is not None:
             return {10: self.cifar10_err, 100: self.cifar100_err}.get(num_classes)

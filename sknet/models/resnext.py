@@ -224,7 +224,8 @@ class ResNeXt(Backbone):
         split_input: SK branches read their share of the input channels (timm's SK-ResNet).
         radix: the middle conv is a split-attention convolution with this radix, of the single
             branch's kernel, dilation and groups (its cardinality); ``reduction`` and ``min_dim``
-            set its attention width (ResNeSt: 4 and 32). ``None``: the branches decide.
+            set its attention width (ResNeSt's values are :mod:`~sknet.layers.split_attention`'s
+            defaults). ``None``: the branches decide.
         avg_down: projection shortcuts average-pool with their stride before their 1x1 conv.
         avd: ``"before"`` or ``"after"``: strided bottlenecks average-pool around a middle conv
             of stride 1 (ResNeSt's ``avd_first`` or not); ``None``: the middle conv strides.
@@ -257,12 +258,24 @@ class ResNeXt(Backbone):
         if stem not in STEMS:
             raise UserError(f"ResNeXt: stem must be one of {', '.join(STEMS)}, got {stem!r}")
         if avd is not None and avd not in AVD_POSITIONS:
-            raise UserError(f"ResNeXt: avd must be None, 'before' or 'after', got {avd!r}")
+            raise UserError(
+                f"ResNeXt: avd must be None or one of {', '.join(AVD_POSITIONS)}, got {avd!r}"
+            )
         branch_specs = parse_branches(branches)
         if radix is not None and len(branch_specs) != 1:
             raise UserError(
                 f"ResNeXt: radix {radix} splits one convolution; give a single branch "
                 f"(kernel, dilation, cardinality), got {len(branch_specs)}"
+            )
+        if radix is not None and (not attention or split_input):
+            raise UserError(
+                f"ResNeXt: radix {radix} makes the middle conv a split-attention unit, which "
+                "always selects and always splits its input; drop attention=False/split_input=True"
+            )
+        if block == "basic" and (radix is not None or avd is not None):
+            raise UserError(
+                "ResNeXt: radix and avd shape the bottleneck's middle conv; the basic block has "
+                "none, so use block='bottleneck' or drop them"
             )
         options = BlockOptions(
             branch_specs, attention, reduction, min_dim, se_reduction, split_input, radix, avd

@@ -44,7 +44,6 @@ in strided blocks: timm never marks a block ``is_first``), ``avd_first`` our ``a
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -66,7 +65,7 @@ from sknet.models.weights_io import (
     read_weights,
     unwrap,
 )
-from sknet.preprocessing import TIMM_IMAGENET, Preprocessing
+from sknet.models.zoo_resnest import RESNEST_MODELS
 
 TIMM_ARCHITECTURES: dict[str, str] = {
     "skresnext50_32x4d": "sknet50",
@@ -78,17 +77,11 @@ TIMM_ARCHITECTURES: dict[str, str] = {
     "skresnet34": "skresnet34",
     "resnet18": "resnet18",
     "resnet34": "resnet34",
-    **{
-        name: name
-        for name in (
-            "resnest14d", "resnest26d", "resnest50d", "resnest50d_4s2x40d",
-            "resnest50d_1s4x24d", "resnest101e", "resnest200e", "resnest269e",
-        )
-    },
+    **{name: name for name in RESNEST_MODELS},
 }
 """timm architecture -> our model that computes the same network (checked by the tests). Weights
-without a name are matched against these in this order, small models first: each candidate is
-built (on the meta device) until one fits."""
+without a name are matched against these in this order: each candidate is built (on the meta
+device) until one fits."""
 
 _SUPPORTED = "timm import/export covers the ImageNet ResNet-family models: " + ", ".join(
     f"{ours} (timm's {theirs})" for theirs, ours in TIMM_ARCHITECTURES.items()
@@ -336,23 +329,6 @@ def check_geometry(
                     f"our {module_name} {getattr(module, attribute)}: not the same network; "
                     "pass our config's overrides (e.g. branches=...) that match it"
                 )
-
-
-def timm_preprocessing(config: Mapping[str, Any]) -> Preprocessing:
-    """Our preprocessing from timm's pretrained config (crop_pct -> resize as timm), else
-    :data:`~sknet.preprocessing.TIMM_IMAGENET`."""
-    pretrained_cfg = config.get("pretrained_cfg", config)
-    if "input_size" not in pretrained_cfg:
-        return TIMM_IMAGENET
-    size = int(pretrained_cfg["input_size"][-1])
-    crop_pct = float(pretrained_cfg.get("crop_pct") or 1.0)
-    return Preprocessing(
-        size,
-        math.floor(size / crop_pct),
-        pretrained_cfg.get("interpolation", TIMM_IMAGENET.interpolation),
-        mean=tuple(pretrained_cfg.get("mean", TIMM_IMAGENET.mean)),
-        std=tuple(pretrained_cfg.get("std", TIMM_IMAGENET.std)),
-    )
 
 
 def timm_class_names(

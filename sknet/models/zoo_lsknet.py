@@ -8,14 +8,14 @@ from sknet.models.registry import Derivation, Paper, register_model
 from sknet.preprocessing import LSKNET_IMAGENET
 
 LSKNET_SOURCE = (
-    "LSKNet README (ICCV 2023): DOTA-v1.0 mAP {map} with Oriented R-CNN, 1x; #P {params} as quoted "
-    "from the paper in the NK-Remote release notes (besthub.dev), the paper's own table unread"
+    "LSKNet README (ICCV 2023): DOTA-v1.0 mAP {map} with Oriented R-CNN, 1x; #P as quoted from "
+    "the paper in the NK-Remote release notes (besthub.dev), the paper's own table unread"
 )
 """The official README prints each backbone's DOTA-v1.0 detection mAP and no #P, FLOPs or ImageNet
 accuracy. The LSKNet papers' tables could not be read offline: the parameter counts are the ones a
-summary of the authors' NK-Remote release quotes from them (LSKNet-T 4.3M, LSKNet-S 14.4M, whole
-classifiers: the backbones alone are 4.0M and 13.8M); their FLOPs, printed for the 1024 x 1024
-detection input, and their ImageNet top-1 stay empty rather than guessed."""
+summary of the authors' NK-Remote release quotes from them (whole classifiers, as ours are
+counted); their FLOPs, printed for the 1024 x 1024 detection input, and their ImageNet top-1 stay
+empty rather than guessed."""
 
 LSKNET_T_PARAMS = (
     "our count equals the official network's to the parameter (tests/test_lsknet.py) and prints "
@@ -31,12 +31,12 @@ register_model(
     "lsknet_t", LSKNet, preprocessing=LSKNET_IMAGENET,
     embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2),
     paper=Paper(
-        LSKNET_SOURCE.format(map="81.37", params="4.3M"), "4.3M", counting="conv",
+        LSKNET_SOURCE.format(map="81.37"), "4.3M", counting="conv",
         derivation=Derivation(LSKNET_T_PARAMS, params="4.2M"),
     ),
 )
 register_model(
     "lsknet_s", LSKNet, preprocessing=LSKNET_IMAGENET,
     embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2),
-    paper=Paper(LSKNET_SOURCE.format(map="81.64", params="14.4M"), "14.4M", counting="conv"),
+    paper=Paper(LSKNET_SOURCE.format(map="81.64"), "14.4M", counting="conv"),
 )

@@ -15,16 +15,18 @@ none for them), nor do the larger models have a #P or GFLOPs (the README prints 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from sknet.layers.split_attention import ATTENTION_MIN_DIM, ATTENTION_REDUCTION
 from sknet.models.registry import Derivation, Paper, register_model
 from sknet.models.resnext import ResNeXt
-from sknet.models.timm_weights import timm_preprocessing
-from sknet.preprocessing import Preprocessing
+from sknet.preprocessing import Preprocessing, timm_preprocessing
 
 SPLIT_ATTENTION: dict[str, Any] = {
     "stem": "deep", "avg_down": True, "radix": 2, "cardinality": 1, "base_width": 64,
-    "branches": ((3, 1, 1),), "avd": "after", "reduction": 4, "min_dim": 32,
+    "branches": ((3, 1, 1),), "avd": "after", "reduction": ATTENTION_REDUCTION,
+    "min_dim": ATTENTION_MIN_DIM,
 }
 """ResNeSt-50's 2s1x64d layout: radix 2, cardinality 1, attention width max(2C/4, 32)."""
 
@@ -77,29 +79,30 @@ VARIANTS: tuple[tuple[str, str, dict[str, Any], Preprocessing, Paper | None], ..
     ("resnest14d", "gluon_in1k", {"depths": (1, 1, 1, 1)}, _timm_config(), None),
     ("resnest26d", "gluon_in1k", {"depths": (2, 2, 2, 2)}, _timm_config(), None),
     ("resnest50d", "in1k", {"depths": (3, 4, 6, 3)}, _timm_config(), Paper(
-        f"{README} (ResNeSt-50: 81.03%; timm's results for resnest50d.in1k: 80.96%)",
+        f"{README} (ResNeSt-50; timm's results for resnest50d.in1k: 80.96% top-1)",
         top1_224=18.97,
     )),
     ("resnest101e", "in1k", {"depths": (3, 4, 23, 3), "stem_channels": 128},
-     _timm_config(256), Paper(f"{README} (ResNeSt-101, 256 crop)", top1_224=17.17,
-                              input_size=256)),
+     _timm_config(256), Paper(f"{README} (ResNeSt-101, 256 crop)", top1_224=17.17)),
     ("resnest200e", "in1k", {"depths": (3, 24, 36, 3), "stem_channels": 128},
      _timm_config(320, 0.909, "bicubic"),
-     Paper(f"{README} (ResNeSt-200, 320 crop)", top1_224=16.16, input_size=320)),
+     Paper(f"{README} (ResNeSt-200, 320 crop)", top1_224=16.16)),
     ("resnest269e", "in1k", {"depths": (3, 30, 48, 8), "stem_channels": 128},
      _timm_config(416, 0.928, "bicubic"),
-     Paper(f"{README} (ResNeSt-269, 416 crop)", top1_224=15.46, input_size=416)),
+     Paper(f"{README} (ResNeSt-269, 416 crop)", top1_224=15.46)),
     ("resnest50d_4s2x40d", "in1k", *_fast_variant(4, 2, 40, "30.4M", "4.41G", 19.14, "4.376")),
     ("resnest50d_1s4x24d", "in1k", *_fast_variant(1, 4, 24, "25.7M", "4.42G", 19.01, "4.402")),
 )
 """(name, timm's pretrained tag, config beyond :data:`SPLIT_ATTENTION`, preprocessing, the
-published figures or ``None``)."""
+published figures or ``None``); the figures are at the preprocessing's input size."""
+RESNEST_MODELS = tuple(name for name, *_ in VARIANTS)
+"""The registered ResNeSts, each under timm's name for the same network."""
 
 for name, tag, config, preprocessing, published in VARIANTS:
     register_model(
         name, ResNeXt, hub_id=f"timm/{name}.{tag}", preprocessing=preprocessing,
-        paper=published or Paper(
-            f"timm's {name}.{tag} (the authors publish no figures for it)",
+        paper=replace(
+            published or Paper(f"timm's {name}.{tag} (the authors publish no figures for it)"),
             input_size=preprocessing.input_size,
         ),
         **{**SPLIT_ATTENTION, **config},
