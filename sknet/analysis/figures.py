@@ -15,6 +15,19 @@ from sknet.analysis.stimulus import enlarge, scale_label
 from sknet.atomic import atomic_path, printable
 from sknet.preprocessing import Preprocessing
 
+SAMPLE_FIGURES = ("fig3a.png", "fig3b.png")
+"""Figures 3a and 3b, one per sampled image, in the report's order of samples."""
+AVERAGE_FIGURE = "fig3c.png"
+CLASS_FIGURE = "fig4.png"
+SIZE_FIGURE = "fig_size.png"
+REGION_FIGURE = "fig_regions.png"
+MAP_FIGURE = "fig_maps.png"
+CHANNEL_FIGURES = (*SAMPLE_FIGURES, AVERAGE_FIGURE, CLASS_FIGURE)
+"""What :func:`write_figures` writes (SK and split-attention units); :data:`SIZE_FIGURE` too where
+the report has sizes."""
+SPATIAL_FIGURES = (REGION_FIGURE, MAP_FIGURE)
+"""What :func:`write_spatial_figures` writes (LSK units)."""
+
 
 def _save(figure, path: Path) -> None:
     with atomic_path(path) as temporary:
@@ -163,14 +176,14 @@ def write_figures(
     report: dict[str, Any], sample_images: torch.Tensor, preprocessing: Preprocessing,
     out: Path,
 ) -> None:
-    for sample, image in zip(report["samples"], sample_images, strict=True):
+    for sample, image, name in zip(report["samples"], sample_images, SAMPLE_FIGURES,
+                                   strict=True):
         stimuli = [enlarge(image, scale) for scale in report["scales"]]
-        figure = figure_sample(report, sample, stimuli, preprocessing)
-        _save(figure, out / f"fig{sample['figure']}.png")
-    _save(figure_average(report), out / "fig3c.png")
-    _save(figure_classes(report), out / "fig4.png")
+        _save(figure_sample(report, sample, stimuli, preprocessing), out / name)
+    _save(figure_average(report), out / AVERAGE_FIGURE)
+    _save(figure_classes(report), out / CLASS_FIGURE)
     if report.get("sizes"):
-        _save(figure_sizes(report), out / "fig_size.png")
+        _save(figure_sizes(report), out / SIZE_FIGURE)
 
 
 def figure_sizes(report: dict[str, Any]):
@@ -263,5 +276,5 @@ def write_spatial_figures(
     report: dict[str, Any], sample_images: torch.Tensor, preprocessing: Preprocessing,
     out: Path,
 ) -> None:
-    _save(figure_regions(report), out / "fig_regions.png")
-    _save(figure_maps(report, sample_images, preprocessing), out / "fig_maps.png")
+    _save(figure_regions(report), out / REGION_FIGURE)
+    _save(figure_maps(report, sample_images, preprocessing), out / MAP_FIGURE)

@@ -20,7 +20,13 @@ from sknet.analysis.capture import (
     default_unit,
     selecting_units,
 )
-from sknet.analysis.figures import write_figures, write_spatial_figures
+from sknet.analysis.figures import (
+    CHANNEL_FIGURES,
+    SIZE_FIGURE,
+    SPATIAL_FIGURES,
+    write_figures,
+    write_spatial_figures,
+)
 from sknet.analysis.kinds import SPATIAL, contrast, unit_kind
 from sknet.analysis.report import build_report
 from sknet.analysis.sizes import SizeStatistics, differences, size_bins
@@ -33,7 +39,13 @@ from sknet.analysis.spatial import (
 )
 from sknet.analysis.statistics import AttentionStatistics, default_channel_group
 from sknet.analysis.stimulus import SCALES, crop_side, enlarge
-from sknet.analysis.tables import write_spatial_tables, write_tables
+from sknet.analysis.tables import (
+    CHANNEL_TABLES,
+    SIZES_TABLE,
+    SPATIAL_TABLES,
+    write_spatial_tables,
+    write_tables,
+)
 from sknet.atomic import printable
 from sknet.data import Skipped, collate
 from sknet.devices import default_workers, pick_device
@@ -42,12 +54,11 @@ from sknet.trained import Trained, open_trained
 
 SAMPLE_SEED = 0
 """Seed of the two "randomly sampled" images of Figure 3a,b when none are given."""
-SIZE_FILES = ("sizes.csv", "fig_size.png")
+SIZE_FILES = (SIZES_TABLE, SIZE_FIGURE)
 """Written too when the validation set records its objects' sizes (:mod:`sknet.analysis.sizes`)."""
-FILES = ("analysis.json", "units.csv", "channels.csv", "classes.csv",
-         "fig3a.png", "fig3b.png", "fig3c.png", "fig4.png")
+FILES = (*CHANNEL_TABLES, *CHANNEL_FIGURES)
 """Everything :func:`analyze` writes into its output folder (SK and split-attention units)."""
-SPATIAL_FILES = ("analysis.json", "regions.csv", "fig_regions.png", "fig_maps.png")
+SPATIAL_FILES = (*SPATIAL_TABLES, *SPATIAL_FIGURES)
 """What :func:`analyze` writes for LSK units (:mod:`sknet.analysis.spatial`)."""
 
 

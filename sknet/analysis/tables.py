@@ -14,6 +14,18 @@ from sknet.analysis.spatial import REGION_COLUMNS, spatial_rows
 from sknet.analysis.statistics import number
 from sknet.atomic import printable, write_json, write_text
 
+REPORT_FILE = "analysis.json"
+UNITS_TABLE = "units.csv"
+CHANNELS_TABLE = "channels.csv"
+CLASSES_TABLE = "classes.csv"
+SIZES_TABLE = "sizes.csv"
+REGIONS_TABLE = "regions.csv"
+CHANNEL_TABLES = (REPORT_FILE, UNITS_TABLE, CHANNELS_TABLE, CLASSES_TABLE)
+"""What :func:`write_tables` writes (SK and split-attention units); :data:`SIZES_TABLE` too where
+the report has sizes."""
+SPATIAL_TABLES = (REPORT_FILE, REGIONS_TABLE)
+"""What :func:`write_spatial_tables` writes (LSK units)."""
+
 
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     table = io.StringIO()
@@ -118,16 +130,16 @@ def write_tables(report: dict[str, Any], out: Path) -> None:
         f"branch{branch}_{what}" for branch in range(1, branches + 1)
         for what in ("rf", "mean", "std")
     ]
-    write_json(out / "analysis.json", report)
-    write_text(out / "units.csv", _csv(unit_rows(report), unit_columns))
-    write_text(out / "channels.csv", _csv(channel_rows(report), CHANNEL_COLUMNS))
-    write_text(out / "classes.csv", _csv(class_rows(report), CLASS_COLUMNS))
+    write_json(out / REPORT_FILE, report)
+    write_text(out / UNITS_TABLE, _csv(unit_rows(report), unit_columns))
+    write_text(out / CHANNELS_TABLE, _csv(channel_rows(report), CHANNEL_COLUMNS))
+    write_text(out / CLASSES_TABLE, _csv(class_rows(report), CLASS_COLUMNS))
     if report.get("sizes"):
-        write_text(out / "sizes.csv", _csv(size_rows(report["sizes"]), SIZE_COLUMNS))
+        write_text(out / SIZES_TABLE, _csv(size_rows(report["sizes"]), SIZE_COLUMNS))
 
 
 
 def write_spatial_tables(report: dict[str, Any], out: Path) -> None:
     """``analysis.json`` and ``regions.csv`` of an LSK analysis."""
-    write_json(out / "analysis.json", report)
-    write_text(out / "regions.csv", _csv(spatial_rows(report), REGION_COLUMNS))
+    write_json(out / REPORT_FILE, report)
+    write_text(out / REGIONS_TABLE, _csv(spatial_rows(report), REGION_COLUMNS))
