@@ -26,7 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.atomic import atomic_path
 from sknet.errors import UserError
-from sknet.layers import fold_bn
+from sknet.layers import fold_bn, frozen_norm_types
 from sknet.layers.common import CONV_TYPES, input_channels, require_running_statistics
 from sknet.preprocessing import check_size
 from sknet.trained import load_trained
@@ -40,7 +40,8 @@ ONNX_PACKAGES = ("onnx", "onnxscript")
 
 
 def deploy(model: nn.Module) -> nn.Module:
-    """An inference copy of ``model`` with every BatchNorm folded into its convolution.
+    """An inference copy of ``model`` with every BatchNorm, frozen ones included
+    (:func:`~sknet.layers.freeze_norm`), folded into its convolution.
 
     In eval mode ``BN(conv(x))`` is one convolution with a scaled weight and a bias. Each
     convolution (``Conv1d``, ``Conv2d`` or ``Conv3d``) directly followed by a BatchNorm in a
@@ -58,6 +59,7 @@ def deploy(model: nn.Module) -> nn.Module:
             follow a convolution (and folds no other way).
     """
     deployed = copy.deepcopy(model).eval()
+    norms = (_BatchNorm, *frozen_norm_types())
     for name, module in deployed.named_modules():
         if isinstance(module, _BatchNorm):
             require_running_statistics(
@@ -75,10 +77,10 @@ def deploy(model: nn.Module) -> nn.Module:
             names = list(parent._modules)
             for conv_name, bn_name in itertools.pairwise(names):
                 conv, bn = parent._modules[conv_name], parent._modules[bn_name]
-                if isinstance(conv, CONV_TYPES) and isinstance(bn, _BatchNorm):
+                if isinstance(conv, CONV_TYPES) and isinstance(bn, norms):
                     _fold_into(conv, bn)
                     parent._modules[bn_name] = nn.Identity()
-    left = [name for name, m in deployed.named_modules() if isinstance(m, _BatchNorm)]
+    left = [name for name, m in deployed.named_modules() if isinstance(m, norms)]
     if left:
         raise UserError(
             f"deploy: cannot fold BatchNorm {left[0]!r} ({len(left)} in all): it does not "
@@ -87,7 +89,7 @@ def deploy(model: nn.Module) -> nn.Module:
     return deployed
 
 
-def _fold_into(conv: nn.Module, bn: _BatchNorm) -> None:
+def _fold_into(conv: nn.Module, bn: nn.Module) -> None:
     weight, bias = fold_bn(conv, bn)
     conv.weight = nn.Parameter(weight.detach().clone(), requires_grad=conv.weight.requires_grad)
     conv.bias = nn.Parameter(bias.detach().clone(), requires_grad=conv.weight.requires_grad)

@@ -157,3 +157,35 @@ def test_fast_path_with_frozen_norms_equals_the_plain_path(name, size, batch):
     assert grads.keys() == plain_grads.keys()
     for key, value in grads.items():
         torch.testing.assert_close(value, plain_grads[key], rtol=1e-10, atol=1e-12, msg=key)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("sknet_digits", (2, 1, 16, 16)), ("resnest_digits", (2, 1, 32, 32)),
+     ("lsknet_digits", (2, 1, 32, 32))],
+)
+def test_deploy_folds_frozen_norms(name, shape):
+    """A model frozen for detection deploys as the plain one does: no norm of either kind left
+    (LSKNet's pre-norms through its own fold), the output of the plain model in eval mode."""
+    torch.manual_seed(0)
+    plain = randomize_norms(sknet.create_model(name)).eval()
+    x = torch.randn(shape)
+    with torch.no_grad():
+        expected = plain(x)
+        frozen = freeze_norm(copy.deepcopy(plain))
+        deployed = sknet.deploy(frozen)
+        assert norm_kinds(frozen) and not norm_kinds(deployed)
+        torch.testing.assert_close(deployed(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_deploy_folds_our_frozen_norm_of_any_dimension():
+    """SKConv1d's branch norms become our FrozenBatchNorm (its fuse norm torchvision's)."""
+    unit = randomize_norms(sknet.SKConv1d(8, 8, branches=[(3, 1, 2), (3, 2, 2)], min_dim=4))
+    x = torch.randn(2, 8, 9)
+    with torch.no_grad():
+        expected = unit.eval()(x)
+        frozen = freeze_norm(copy.deepcopy(unit))
+        deployed = sknet.deploy(frozen)
+        assert norm_kinds(frozen) == {"FrozenBatchNorm": 2, "FrozenBatchNorm2d": 1}
+        assert not norm_kinds(deployed)
+        torch.testing.assert_close(deployed(x), expected, rtol=1e-5, atol=1e-6)

@@ -4,7 +4,7 @@ from torch import nn
 
 from sknet.layers.common import fold_bn
 from sknet.layers.conv_bn import ConvBnAct
-from sknet.layers.frozen_norm import FrozenBatchNorm, freeze_norm
+from sknet.layers.frozen_norm import FrozenBatchNorm, freeze_norm, frozen_norm_types
 from sknet.layers.init import init_weights
 from sknet.layers.lsk import LSK_DECOMPOSITION, LSKAttention, LSKUnit
 from sknet.layers.se import SqueezeExcite
@@ -45,6 +45,7 @@ __all__ = [
     "SqueezeExcite",
     "fold_bn",
     "freeze_norm",
+    "frozen_norm_types",
     "fuse_dim",
     "init_weights",
     "parse_branches",

@@ -12,11 +12,13 @@ each ``BatchNorm2d`` (the SK unit's fuse BatchNorm of Eq. 3 included) becomes to
 in eval mode, at any batch size; its state dict has the same names minus BatchNorm's batch
 counters (``num_batches_tracked``), so weights go both ways. The fast path
 (:mod:`sknet.layers.fast`) leaves a frozen norm to its module: it folds only eval-mode
-BatchNorms and runs only training-mode ones itself.
+BatchNorms and runs only training-mode ones itself; :func:`sknet.deploy` folds frozen norms as it
+folds BatchNorms (:func:`frozen_norm_types`).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -65,6 +67,13 @@ class FrozenBatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def frozen_norm_types() -> tuple[type[nn.Module], ...]:
+    """The frozen norm classes: ours, and torchvision's ``FrozenBatchNorm2d`` once torchvision is
+    loaded (no model can hold one before, and sknet does not import torchvision to ask)."""
+    misc = sys.modules.get("torchvision.ops.misc")
+    return (FrozenBatchNorm,) if misc is None else (FrozenBatchNorm, misc.FrozenBatchNorm2d)
 
 
 def freeze_norm(model: nn.Module) -> nn.Module:
