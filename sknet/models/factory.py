@@ -25,7 +25,7 @@ from sknet.errors import UserError
 from sknet.layers import freeze_norm
 from sknet.models.base import FeatureExtractor
 from sknet.models.locate import locate, where
-from sknet.models.lsknet_weights import from_official, takes_official
+from sknet.models.lsknet_weights import require_official, takes_official
 from sknet.models.registry import get_entry
 from sknet.models.timm_weights import (
     TIMM_ARCHITECTURES,
@@ -173,7 +173,7 @@ def load(
     if found.record is None:
         label = str(found.path)
         if name is not None and takes_official(name):
-            from_official(found.state, where(found.path, flag))  # names the first foreign key
+            require_official(found.state, where(found.path, flag))
         model = _timm_model(found.state, found.timm_config or {}, label, name, None, **kwargs)
         return Loaded(found.path, fit_classifier(model, num_classes, label))
     record = found.record

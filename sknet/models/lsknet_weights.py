@@ -114,25 +114,18 @@ def ours(key: str) -> str | None:
     return None
 
 
-def from_official(state: Mapping[str, torch.Tensor], label: str) -> OfficialWeights:
-    """Translate an official checkpoint's state dict (either layout) to our names.
-
-    Args:
-        state: the checkpoint's ``state_dict`` (unwrapped, ``module.`` prefixes removed).
-        label: the file, for messages.
+def _translated(state: Mapping[str, torch.Tensor], label: str) -> tuple[bool, dict[str, Any]]:
+    """Whether ``state`` is a detector's, and its backbone (and classifier) under our names.
 
     Raises:
         sknet.errors.UserError: a key that is neither an ImageNet backbone's nor, in a
             detector's file, a ``backbone.`` one (the first such key is named).
     """
     detector = any(key.startswith(DETECTOR_PREFIX) for key in state)
-    backbone = (
-        {key: value for key, value in state.items() if key.startswith(DETECTOR_PREFIX)}
-        if detector
-        else dict(state)
-    )
     translated = {}
-    for key, value in backbone.items():
+    for key, value in state.items():
+        if detector and not key.startswith(DETECTOR_PREFIX):
+            continue  # the detector's neck and heads
         renamed = ours(key.removeprefix(DETECTOR_PREFIX) if detector else key)
         if renamed is None:
             raise UserError(
@@ -142,10 +135,30 @@ def from_official(state: Mapping[str, torch.Tensor], label: str) -> OfficialWeig
                 "or an mmrotate LSKNet detector checkpoint"
             )
         translated[renamed] = value
-    if detector and len(state) > len(backbone):
+    return detector, translated
+
+
+def require_official(state: Mapping[str, torch.Tensor], label: str) -> None:
+    """Refuse, naming its first foreign key, a state dict that an LSKNet model is asked to load
+    but that is in neither of LSKNet's layouts (raises :class:`~sknet.errors.UserError`)."""
+    _translated(state, label)
+
+
+def from_official(state: Mapping[str, torch.Tensor], label: str) -> OfficialWeights:
+    """Translate an official checkpoint's state dict (either layout) to our names.
+
+    Args:
+        state: the checkpoint's ``state_dict`` (unwrapped, ``module.`` prefixes removed).
+        label: the file, for messages.
+
+    Raises:
+        sknet.errors.UserError: as :func:`require_official`.
+    """
+    detector, translated = _translated(state, label)
+    if detector and len(state) > len(translated):
         LOG.warning(
             "%s: an mmrotate detector checkpoint: loaded its backbone (%d tensors), ignored %d "
-            "tensors of its neck and heads", label, len(backbone), len(state) - len(backbone),
+            "tensors of its neck and heads", label, len(translated), len(state) - len(translated),
         )
     name, kwargs = _model_of(translated, label)
     head = translated.get("fc.weight")
