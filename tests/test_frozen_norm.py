@@ -130,18 +130,22 @@ def test_create_model_freezes_a_features_only_model():
     assert [f.shape[1] for f in features.train()(torch.randn(1, 3, 32, 32))] == [256, 512]
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize(
     ("name", "size"), [("sknet26", 32), ("sk_shufflenet_v2_x0_5", 64), ("skresnet18", 32)]
 )
-def test_fast_path_with_frozen_norms_equals_the_plain_path(name, size, batch):
-    """Training mode, fp64: output, input gradient and every parameter gradient, fast path
-    against ``fast.disabled()`` (a frozen norm is neither a training BN nor one to fold)."""
+def test_fast_path_with_frozen_norms_equals_the_plain_path(name, size, batch, training):
+    """fp64: output, input gradient and every parameter gradient, fast path against
+    ``fast.disabled()``: in training mode a frozen norm runs as its module, in eval mode the
+    fast path folds it into its convolution where it folds an eval-mode BatchNorm."""
     torch.manual_seed(0)
     model = freeze_norm(randomize_norms(sknet.create_model(name, num_classes=5))).double()
-    model.train()
+    model.train(training)
     x = torch.randn(batch, 3, size, size, dtype=torch.float64)
     assert fast.active(x)
+    stem = next(m for m in model.modules() if isinstance(m, sknet.layers.ConvBnAct))
+    assert fast.folds_bn(stem, x) is not training
     results = []
     for door in (contextlib.nullcontext, fast.disabled):
         model.zero_grad()

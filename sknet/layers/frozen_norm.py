@@ -11,9 +11,9 @@ each ``BatchNorm2d`` (the SK unit's fuse BatchNorm of Eq. 3 included) becomes to
 :class:`FrozenBatchNorm`. A frozen model computes in training mode what the original computes
 in eval mode, at any batch size; its state dict has the same names minus BatchNorm's batch
 counters (``num_batches_tracked``), so weights go both ways. The fast path
-(:mod:`sknet.layers.fast`) leaves a frozen norm to its module: it folds only eval-mode
-BatchNorms and runs only training-mode ones itself; :func:`sknet.deploy` folds frozen norms as it
-folds BatchNorms (:func:`frozen_norm_types`).
+(:mod:`sknet.layers.fast`) folds a frozen norm on the fly in eval mode, as an eval-mode
+BatchNorm, and leaves it to its module in training mode; :func:`sknet.deploy` folds frozen norms
+as it folds BatchNorms (:func:`frozen_norm_types`).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ Select, the memory-lean training function).
 
 A layer asks :func:`active` and then runs :func:`conv_bn_act` or :func:`sk_conv`, else its plain
 forward (the reference the tests check the fast path against). It runs the SK branches'
-training-mode BatchNorms itself and folds eval-mode BatchNorms; any other norm, a frozen one
-(:func:`~sknet.layers.freeze_norm`) included, runs as its module. Switch it off with
+training-mode BatchNorms itself and folds eval-mode BatchNorms and frozen norms
+(:func:`~sknet.layers.freeze_norm`) in eval mode; any other norm, a frozen one in training mode
+included, runs as its module. Switch it off with
 ``SKNET_FAST_PATH=0``, :func:`set_enabled` or ``with disabled():``; it closes by itself under
 ``torch.fx`` tracing, ``torch.export``, ONNX export, TorchScript and ``torch.compile``.
 """

@@ -7,9 +7,9 @@ measurements in benchmarks/RESULTS.md say it pays:
   (:func:`convolve`);
 * trained on the CPU with few channels per group, the weight gradient takes a faster route
   (:mod:`sknet.layers.fast.cpu_conv`);
-* with the BatchNorm in eval mode, BN is folded into the convolution on the fly when a filter has
-  no more weights than it has outputs (:func:`folds_bn`). :func:`sknet.deploy` folds it once for
-  good instead.
+* with the BatchNorm in eval mode (or a frozen norm in eval mode), BN is folded into the
+  convolution on the fly when a filter has no more weights than it has outputs
+  (:func:`folds_bn`). :func:`sknet.deploy` folds it once for good instead.
 """
 
 from __future__ import annotations
@@ -25,12 +25,19 @@ from sknet.layers.common import (
 )
 from sknet.layers.fast.cpu_conv import RoutedConv2d, subsample, weight_grad_route
 from sknet.layers.fast.sk_fused import ProjectSK, SKTrain
+from sknet.layers.frozen_norm import frozen_norm_types
 
 
 def folds_bn(unit: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the fast forward of ``unit`` on ``x`` folds an eval-mode BN into the convolution."""
+    """Whether the fast forward of ``unit`` on ``x`` folds an eval-mode BN, or a frozen norm in
+    eval mode, into the convolution (a frozen norm in training mode keeps its module: unfolded,
+    the CPU weight-gradient routes of :func:`convolve` stay open to detection training)."""
     bn = unit.bn
-    if not isinstance(bn, BATCH_NORMS[unit.dims]) or bn.training or bn.running_var is None:
+    if bn.training:
+        return False
+    if not isinstance(bn, frozen_norm_types()) and (
+        not isinstance(bn, BATCH_NORMS[unit.dims]) or bn.running_var is None
+    ):
         return False
     conv = unit.conv
     # Folding touches every weight once; the BN pass it saves touches every output once.
