@@ -82,8 +82,9 @@ def deploy(model: nn.Module) -> nn.Module:
                     parent._modules[bn_name] = nn.Identity()
     left = [name for name, m in deployed.named_modules() if isinstance(m, norms)]
     if left:
+        kind = type(deployed.get_submodule(left[0])).__name__
         raise UserError(
-            f"deploy: cannot fold BatchNorm {left[0]!r} ({len(left)} in all): it does not "
+            f"deploy: cannot fold {kind} {left[0]!r} ({len(left)} norms in all): it does not "
             "directly follow a convolution in an nn.Sequential"
         )
     return deployed

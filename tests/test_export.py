@@ -70,8 +70,10 @@ def test_deploy_folds_the_fuse_bn_into_its_conv():
 
 def test_deploy_rejects_a_batchnorm_it_cannot_fold():
     model = nn.Sequential(ConvBnAct(3, 8, 3), nn.BatchNorm2d(8))
-    with pytest.raises(ValueError, match="cannot fold BatchNorm '1'"):
+    with pytest.raises(ValueError, match=r"cannot fold BatchNorm2d '1' \(1 norms in all\)"):
         sknet.deploy(model)
+    with pytest.raises(ValueError, match="cannot fold FrozenBatchNorm2d '1'"):
+        sknet.deploy(sknet.freeze_norm(model))
 
 
 @pytest.mark.parametrize("where", ["0.bn", "stages.0.blocks.0.norm1"])

@@ -182,6 +182,17 @@ def test_deploy_folds_frozen_norms(name, shape):
         torch.testing.assert_close(deployed(x), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("door", [contextlib.nullcontext, fast.disabled])
+def test_a_frozen_model_counts_its_norms_as_the_plain_one(door):
+    """``profile_model``'s BatchNorm multiply-adds: frozen norms count as BatchNorms, whether the
+    fast path folds them (eval mode) or runs them."""
+    plain = sknet.create_model("sknet26").eval()
+    frozen = freeze_norm(copy.deepcopy(plain)).eval()
+    with door():
+        counts = [sknet.profile_model(model, 32, 3).bn_macs for model in (plain, frozen)]
+    assert counts[0] > 0 and counts[0] == counts[1]
+
+
 def test_deploy_folds_our_frozen_norm_of_any_dimension():
     """SKConv1d's branch norms become our FrozenBatchNorm (its fuse norm torchvision's)."""
     unit = randomize_norms(sknet.SKConv1d(8, 8, branches=[(3, 1, 2), (3, 2, 2)], min_dim=4))

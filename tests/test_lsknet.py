@@ -142,6 +142,9 @@ def test_foreign_keys_fail_in_one_line_naming_the_first(official_t, tmp_path):
     resnet = save_checkpoint(tmp_path / "resnet.pth", {"conv1.weight": torch.zeros(8, 3, 7, 7)})
     with pytest.raises(UserError, match=r"not an LSKNet checkpoint: key 'conv1\.weight'"):
         sknet.create_model("lsknet_t", pretrained=resnet)
+    head = save_checkpoint(tmp_path / "head.pth", {"head.weight": torch.zeros(5, 256)})
+    with pytest.raises(UserError, match="an incomplete LSKNet checkpoint"):
+        sknet.create_model("lsknet_t", pretrained=head)
     with pytest.raises(UserError, match="of model 'lsknet_t', not 'lsknet_s'"):
         sknet.create_model("lsknet_s", pretrained=save_checkpoint(
             tmp_path / "t.pth", official_t.state_dict()

@@ -26,7 +26,14 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
-from sknet.layers import ConvBnAct, SKConv, SplitAttentionConv, SqueezeExcite, fast
+from sknet.layers import (
+    ConvBnAct,
+    SKConv,
+    SplitAttentionConv,
+    SqueezeExcite,
+    fast,
+    frozen_norm_types,
+)
 from sknet.layers.common import input_channels
 
 COUNTING: dict[str, tuple[str, ...]] = {
@@ -86,8 +93,9 @@ def profile_model(
             parts["bn_macs"] += output.numel()
 
     handles = []
+    norms = (_BatchNorm, *frozen_norm_types())
     for module in model.modules():
-        if isinstance(module, _BatchNorm):
+        if isinstance(module, norms):
             handles.append(module.register_forward_hook(adder("bn_macs")))
         elif isinstance(module, ConvBnAct):
             handles.append(module.register_forward_hook(folded_bn))

@@ -139,9 +139,10 @@ def _translated(state: Mapping[str, torch.Tensor], label: str) -> tuple[bool, di
 
 
 def require_official(state: Mapping[str, torch.Tensor], label: str) -> None:
-    """Refuse, naming its first foreign key, a state dict that an LSKNet model is asked to load
-    but that is in neither of LSKNet's layouts (raises :class:`~sknet.errors.UserError`)."""
-    _translated(state, label)
+    """Refuse a state dict that an LSKNet model is asked to load but that is not a whole
+    checkpoint in one of LSKNet's layouts: its first foreign key is named, or, with none, the
+    stages it lacks (raises :class:`~sknet.errors.UserError`)."""
+    _model_of(_translated(state, label)[1], label)
 
 
 def from_official(state: Mapping[str, torch.Tensor], label: str) -> OfficialWeights:
