@@ -204,3 +204,12 @@ def test_deploy_folds_our_frozen_norm_of_any_dimension():
         assert norm_kinds(frozen) == {"FrozenBatchNorm": 2, "FrozenBatchNorm2d": 1}
         assert not norm_kinds(deployed)
         torch.testing.assert_close(deployed(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_bn_fold_is_for_the_cpu_only():
+    """Measured faster on the CPU only; on a GPU the BatchNorm kernel runs (benchmarks/RESULTS.md:
+    the fold made eval slower on an H200). The meta device stands in for any other device."""
+    stem = sknet.create_model("sknet26").eval().stem[0]
+    assert fast.folds_bn(stem, torch.randn(2, 3, 32, 32))
+    assert not fast.folds_bn(stem, torch.randn(2, 3, 32, 32, device="meta"))
+    assert not fast.folds_bn(freeze_norm(stem), torch.randn(2, 3, 32, 32, device="meta"))
