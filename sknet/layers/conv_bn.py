@@ -19,8 +19,8 @@ class ConvBnAct(nn.Sequential):
     Submodules are named ``conv``, ``bn`` and (when ``act``) ``act`` so that BN folding and weight
     import can address them. The forward is those three in turn, unless the fast path
     (:mod:`sknet.layers.fast`) is active: it computes the same with subsampled strided and dilated
-    convolutions, faster CPU weight-gradient routes and an eval-mode BN (or frozen norm) folded
-    on the fly.
+    convolutions, faster CPU weight-gradient routes and, on the CPU, an eval-mode BN (or frozen
+    norm) folded on the fly.
     :func:`sknet.deploy` folds the BN once for good (``bn`` becomes ``nn.Identity``).
 
     Args:

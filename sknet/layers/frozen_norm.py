@@ -11,7 +11,7 @@ each ``BatchNorm2d`` (the SK unit's fuse BatchNorm of Eq. 3 included) becomes to
 :class:`FrozenBatchNorm`. A frozen model computes in training mode what the original computes
 in eval mode, at any batch size; its state dict has the same names minus BatchNorm's batch
 counters (``num_batches_tracked``), so weights go both ways. The fast path
-(:mod:`sknet.layers.fast`) folds a frozen norm on the fly in eval mode, as an eval-mode
+(:mod:`sknet.layers.fast`) folds a frozen norm on the fly in eval mode on the CPU, as an eval-mode
 BatchNorm, and leaves it to its module in training mode; :func:`sknet.deploy` folds frozen norms
 as it folds BatchNorms (:func:`frozen_norm_types`).
 """
