@@ -26,7 +26,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from sknet.atomic import atomic_path
 from sknet.errors import UserError
-from sknet.layers import fold_bn, frozen_norm_types
+from sknet.layers import batch_norm_types, fold_bn
 from sknet.layers.common import CONV_TYPES, input_channels, require_running_statistics
 from sknet.preprocessing import check_size
 from sknet.trained import load_trained
@@ -59,7 +59,7 @@ def deploy(model: nn.Module) -> nn.Module:
             follow a convolution (and folds no other way).
     """
     deployed = copy.deepcopy(model).eval()
-    norms = (_BatchNorm, *frozen_norm_types())
+    norms = batch_norm_types()
     for name, module in deployed.named_modules():
         if isinstance(module, _BatchNorm):
             require_running_statistics(

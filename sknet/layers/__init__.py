@@ -4,7 +4,12 @@ from torch import nn
 
 from sknet.layers.common import fold_bn
 from sknet.layers.conv_bn import ConvBnAct
-from sknet.layers.frozen_norm import FrozenBatchNorm, freeze_norm, frozen_norm_types
+from sknet.layers.frozen_norm import (
+    FrozenBatchNorm,
+    batch_norm_types,
+    freeze_norm,
+    frozen_norm_types,
+)
 from sknet.layers.init import init_weights
 from sknet.layers.lsk import LSK_DECOMPOSITION, LSKAttention, LSKUnit
 from sknet.layers.se import SqueezeExcite
@@ -43,6 +48,7 @@ __all__ = [
     "SplitAttention",
     "SplitAttentionConv",
     "SqueezeExcite",
+    "batch_norm_types",
     "fold_bn",
     "freeze_norm",
     "frozen_norm_types",

@@ -76,6 +76,12 @@ def frozen_norm_types() -> tuple[type[nn.Module], ...]:
     return (FrozenBatchNorm,) if misc is None else (FrozenBatchNorm, misc.FrozenBatchNorm2d)
 
 
+def batch_norm_types() -> tuple[type[nn.Module], ...]:
+    """Every BatchNorm kind, the frozen ones of :func:`frozen_norm_types` included: what
+    :func:`sknet.deploy` folds and the profile counts as BatchNorm."""
+    return (_BatchNorm, *frozen_norm_types())
+
+
 def freeze_norm(model: nn.Module) -> nn.Module:
     """Replace every BatchNorm of ``model`` (in place) by a frozen one with the same statistics,
     affine parameters and ``eps``; returns ``model`` (the frozen norm if ``model`` is itself a

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.flop_counter import FlopCounterMode
 
 from sknet.layers import (
@@ -31,8 +30,8 @@ from sknet.layers import (
     SKConv,
     SplitAttentionConv,
     SqueezeExcite,
+    batch_norm_types,
     fast,
-    frozen_norm_types,
 )
 from sknet.layers.common import input_channels
 
@@ -93,7 +92,7 @@ def profile_model(
             parts["bn_macs"] += output.numel()
 
     handles = []
-    norms = (_BatchNorm, *frozen_norm_types())
+    norms = batch_norm_types()
     for module in model.modules():
         if isinstance(module, norms):
             handles.append(module.register_forward_hook(adder("bn_macs")))
